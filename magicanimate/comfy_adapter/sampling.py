@@ -1,0 +1,64 @@
+"""Sampling a MagicAnimate video with ComfyUI's own guider, samplers and progress reporting.
+
+The default "reference DDIM" is ComfyUI's ``ddim`` sampler (Euler in sigma space) walking the reference's exact
+timesteps 961, 921, ..., 1 (any step count), starting from noise scaled so it equals the reference's ``x_T``
+(integration findings B3, B4, B5). Any other ComfyUI sampler/scheduler pair can be chosen instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import comfy.model_patcher
+import comfy.samplers
+import comfy.utils
+import torch
+
+from ..noise import video_noise
+from ..schedule import ddim_sigmas, pure_noise_scale
+
+__all__ = ["REFERENCE_SAMPLER", "sampler_names", "video_sigmas", "initial_noise", "sample_video"]
+
+REFERENCE_SAMPLER = "reference_ddim"
+
+
+def sampler_names() -> list[str]:
+    return [REFERENCE_SAMPLER] + list(comfy.samplers.KSampler.SAMPLERS)
+
+
+def video_sigmas(model: comfy.model_patcher.ModelPatcher, sampler_name: str, scheduler: str, steps: int,
+                 denoise: float) -> torch.Tensor:
+    """Sigma table ``(n + 1,)`` for the chosen sampler; the reference DDIM ignores ``scheduler``."""
+    ms = model.get_model_object("model_sampling")
+    if sampler_name == REFERENCE_SAMPLER:
+        return ddim_sigmas(steps, ms.sigmas, denoise)
+    ks = comfy.samplers.KSampler(model, steps=steps, device="cpu", sampler=sampler_name, scheduler=scheduler,
+                                 denoise=denoise)
+    return ks.sigmas.cpu()
+
+
+def initial_noise(seed: int, latent: torch.Tensor, mode: str, period: int = 16) -> torch.Tensor:
+    """Noise ``(F, C, h, w)`` for a latent video ``(F, C, h, w)``: a tiled ``period``-frame clip or per frame."""
+    f, c, h, w = latent.shape
+    return video_noise(seed, f, c, h, w, mode=mode, period=period)
+
+
+def sample_video(model: comfy.model_patcher.ModelPatcher, positive: list, negative: list, latent: torch.Tensor,
+                 noise: torch.Tensor, seed: int, steps: int, cfg: float, sampler_name: str = REFERENCE_SAMPLER,
+                 scheduler: str = "normal", denoise: float = 1.0, callback: Callable | None = None,
+                 disable_pbar: bool = True) -> torch.Tensor:
+    """Denoise a latent video ``(F, 4, h, w)`` (unscaled VAE space) and return it in the same space.
+
+    ``noise`` is standard normal ``(F, 4, h, w)``. With the reference DDIM and an all-zero latent the noise is
+    rescaled so the first model input equals the reference's ``x_T = noise``.
+    """
+    sigmas = video_sigmas(model, sampler_name, scheduler, steps, denoise)
+    if len(sigmas) < 2:
+        return latent
+    sampler = comfy.samplers.sampler_object("ddim" if sampler_name == REFERENCE_SAMPLER else sampler_name)
+    if sampler_name == REFERENCE_SAMPLER and not torch.count_nonzero(latent):
+        noise = noise * pure_noise_scale(float(sigmas[0]))
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    return guider.sample(noise, latent, sampler, sigmas, callback=callback, disable_pbar=disable_pbar, seed=seed)

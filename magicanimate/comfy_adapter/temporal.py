@@ -1,0 +1,172 @@
+"""Stage 1: turn a ComfyUI SD1.5 ``ModelPatcher`` into MagicAnimate's temporal denoiser.
+
+- The 20 motion modules run right after the layer they follow in the reference (the last spatial transformer of a
+  layer, or its ResBlock where there is none), before any Upsample. They live in their own ``ModelPatcher`` (an
+  additional model, loaded and offloaded with the UNet); the UNet's module tree and state-dict keys stay unchanged
+  because the hook is a per-instance ``forward`` override installed by a ``PatcherInjection``.
+- ResBlock GroupNorms and the output GroupNorm take statistics jointly over the frames of a window (spec 2.2).
+- ``model_sampling`` becomes the reference's linear-beta schedule.
+
+All overrides fall through to the original forward unless a MagicAnimate forward is running (``frames`` set by the
+DIFFUSION_MODEL wrapper), so a plain sampling run through the same UNet is never affected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import comfy.context_windows
+import comfy.model_patcher
+import comfy.model_sampling
+import torch
+from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
+from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
+from comfy.patcher_extension import PatcherInjection, WrappersMP
+
+from ..motion_module import MotionModuleSet, placements
+from ..schedule import BETA_END, BETA_START, COMFY_BETA_SCHEDULE
+from .context import SegmentHandler, SegmentOptions
+
+__all__ = ["TemporalState", "make_model_sampling", "apply_temporal", "motion_targets", "joint_norm_targets",
+           "chunk_frames", "KEY"]
+
+KEY = "magicanimate"
+
+
+class _ModelSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
+    pass
+
+
+class _SamplingConfig:
+    sampling_settings = {"beta_schedule": COMFY_BETA_SCHEDULE, "linear_start": BETA_START, "linear_end": BETA_END}
+
+
+def make_model_sampling() -> comfy.model_sampling.ModelSamplingDiscrete:
+    """EPS model sampling on the reference's linear-beta table (ComfyUI's ``sqrt_linear``)."""
+    return _ModelSampling(_SamplingConfig())
+
+
+def chunk_frames(batch: int, transformer_options: dict) -> int:
+    """Frames per cond/uncond chunk: ``batch // len(cond_or_uncond)``."""
+    chunks = len(transformer_options.get("cond_or_uncond") or [0])
+    return batch // chunks
+
+
+class TemporalState:
+    """Frames of the window being denoised; ``None`` outside a MagicAnimate forward. Never deep-copied (G3)."""
+
+    def __init__(self) -> None:
+        self.frames: int | None = None
+        self.attention: Callable = optimized_attention
+
+    def __deepcopy__(self, memo: dict) -> TemporalState:
+        return self
+
+
+def motion_targets(diffusion_model: torch.nn.Module) -> list[tuple[torch.nn.Module, tuple[str, int, int]]]:
+    """(layer to follow, (side, block, index)) for the 20 motion modules, in ComfyUI's UNet."""
+    out = []
+    for side, block, index, _width in placements((0, 0, 0, 0)):
+        seq = (diffusion_model.input_blocks[1 + 3 * block + index] if side == "down"
+               else diffusion_model.output_blocks[3 * block + index])
+        layers = [m for m in seq if isinstance(m, SpatialTransformer)] or [m for m in seq if isinstance(m, ResBlock)]
+        out.append((layers[-1], (side, block, index)))
+    return out
+
+
+def joint_norm_targets(diffusion_model: torch.nn.Module) -> list[torch.nn.Module]:
+    """GroupNorms whose statistics span the window's frames: every ResBlock's two norms and the output norm."""
+    norms = []
+    for module in diffusion_model.modules():
+        if isinstance(module, ResBlock):
+            norms += [module.in_layers[0], module.out_layers[0]]
+    return norms + [diffusion_model.out[0]]
+
+
+def _joint_forward(norm: torch.nn.Module, state: TemporalState) -> Callable:
+    original = norm.forward
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        f = state.frames
+        if f is None or f <= 1 or x.ndim != 4:
+            return original(x)
+        b, c, h, w = x.shape
+        # (chunks*f, C, h, w) -> (chunks, C, f, h, w): GroupNorm statistics over C/32 x f x h x w per chunk.
+        x5 = x.view(b // f, f, c, h, w).transpose(1, 2)
+        return original(x5).transpose(1, 2).reshape(b, c, h, w)
+
+    return forward
+
+
+def _motion_forward(layer: torch.nn.Module, modules: comfy.model_patcher.ModelPatcher, where: tuple[str, int, int],
+                    state: TemporalState) -> Callable:
+    original = layer.forward
+
+    def forward(*args, **kwargs) -> torch.Tensor:
+        h = original(*args, **kwargs)
+        f = state.frames
+        if f is None:
+            return h
+        module = modules.model.module_at(*where)
+        return module(h, f, state.attention)
+
+    return forward
+
+
+def _injection(state: TemporalState, motion: comfy.model_patcher.ModelPatcher) -> PatcherInjection:
+    def inject(patcher: comfy.model_patcher.ModelPatcher) -> None:
+        dm = patcher.model.diffusion_model
+        for layer, where in motion_targets(dm):
+            layer.forward = _motion_forward(layer, motion, where, state)
+        for norm in joint_norm_targets(dm):
+            norm.forward = _joint_forward(norm, state)
+
+    def eject(patcher: comfy.model_patcher.ModelPatcher) -> None:
+        dm = patcher.model.diffusion_model
+        for layer, _ in motion_targets(dm):
+            layer.__dict__.pop("forward", None)
+        for norm in joint_norm_targets(dm):
+            norm.__dict__.pop("forward", None)
+
+    return PatcherInjection(inject=inject, eject=eject)
+
+
+def _frames_wrapper(state: TemporalState) -> Callable:
+    def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+        previous = state.frames
+        state.frames = chunk_frames(x.shape[0], transformer_options)
+        try:
+            return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+        finally:
+            state.frames = previous
+
+    return wrapper
+
+
+def apply_temporal(model: comfy.model_patcher.ModelPatcher, motion: comfy.model_patcher.ModelPatcher,
+                   segments: SegmentOptions | None = None) -> comfy.model_patcher.ModelPatcher:
+    """A clone of ``model`` that denoises videos (frames as batch) like MagicAnimate's 3D UNet.
+
+    ``motion`` is the ``ModelPatcher`` of a :class:`MotionModuleSet` whose widths match the UNet.
+    """
+    dm = model.model.diffusion_model
+    mm = motion.model
+    if not isinstance(mm, MotionModuleSet):
+        raise TypeError("motion must wrap a MotionModuleSet")
+    if mm.block_out_channels[0] != dm.model_channels:
+        raise ValueError(f"motion modules are {mm.block_out_channels[0]} channels wide but the UNet has "
+                         f"{dm.model_channels}; the MODEL must be an SD1.5 UNet")
+    state = TemporalState()
+    m = model.clone()
+    m.add_object_patch("model_sampling", make_model_sampling())
+    m.set_injections(KEY, [_injection(state, motion)])
+    m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, KEY + "_frames", _frames_wrapper(state))
+    m.set_additional_models(KEY + "_motion", [motion])
+    set_segments(m, segments or SegmentOptions())
+    return m
+
+
+def set_segments(model: comfy.model_patcher.ModelPatcher, segments: SegmentOptions) -> None:
+    """Install MagicAnimate's window handler on ``model`` (in place; call on a clone)."""
+    model.model_options["context_handler"] = SegmentHandler(segments)
+    comfy.context_windows.create_prepare_sampling_wrapper(model)
