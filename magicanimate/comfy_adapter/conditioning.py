@@ -49,6 +49,7 @@ class PoseCondition:
     strength: float = 1.0
     start_percent: float = 0.0
     end_percent: float = 1.0
+    fit: str = "stretch"
 
 
 class _StopEncoder(Exception):

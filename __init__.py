@@ -1,0 +1,20 @@
+"""ComfyUI-MagicAnimate: MagicAnimate (arXiv 2311.16498) as ComfyUI nodes.
+
+Registered only through ``comfy_entrypoint`` (ComfyUI's V3 node API). Model files go in ComfyUI/models/magicanimate/.
+"""
+
+from .nodes import model_paths
+from .nodes.api import ComfyExtension
+
+model_paths.register()
+
+
+class MagicAnimateExtension(ComfyExtension):
+    async def get_node_list(self) -> list:
+        from .nodes import NODES
+
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> MagicAnimateExtension:
+    return MagicAnimateExtension()

@@ -1,0 +1,50 @@
+"""LoadMagicAnimate: the three MagicAnimate model files -> temporal MODEL, appearance encoder, DensePose CONTROL_NET."""
+
+from __future__ import annotations
+
+import torch
+
+from ..magicanimate.comfy_adapter.loading import load_temporal_model
+from ..magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
+from . import model_paths
+from .api import CATEGORY, AppearanceEncoderType, io
+
+DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+class LoadMagicAnimate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MagicAnimateLoader", display_name="Load MagicAnimate", category=CATEGORY,
+            description="Loads MagicAnimate's temporal UNet, appearance encoder and DensePose ControlNet from "
+                        "ComfyUI/models/magicanimate/.",
+            inputs=[
+                io.Combo.Input("temporal_checkpoint", options=model_paths.temporal_files(),
+                               tooltip="temporal_attention.ckpt (full 3D UNet, 5.1 GB) or a motion-module-only file "
+                                       "in models/magicanimate/."),
+                io.Combo.Input("appearance_encoder", options=model_paths.diffusers_folders("appearance"),
+                               tooltip="Folder with the appearance encoder's config.json and "
+                                       "diffusion_pytorch_model.safetensors."),
+                io.Combo.Input("densepose_controlnet", options=model_paths.diffusers_folders("densepose"),
+                               tooltip="Folder with the DensePose ControlNet's config.json and weights."),
+                io.Combo.Input("weight_dtype", options=list(DTYPES), default="auto",
+                               tooltip="Storage precision of the three networks; auto lets ComfyUI pick "
+                                       "(fp16 on most GPUs, fp32 on CPU)."),
+                io.Model.Input("model", optional=True,
+                               tooltip="Optional SD1.5 MODEL whose spatial weights replace the checkpoint's "
+                                       "(the reference takes them from the checkpoint)."),
+            ],
+            outputs=[io.Model.Output(display_name="MODEL"),
+                     AppearanceEncoderType.Output(display_name="appearance_encoder"),
+                     io.ControlNet.Output(display_name="CONTROL_NET")],
+        )
+
+    @classmethod
+    def execute(cls, temporal_checkpoint: str, appearance_encoder: str, densepose_controlnet: str,
+                weight_dtype: str = "auto", model=None) -> io.NodeOutput:
+        dtype = DTYPES[weight_dtype]
+        loaded = load_temporal_model(model_paths.resolve(temporal_checkpoint), dtype, base_model=model)
+        encoder = load_appearance_encoder(model_paths.resolve(appearance_encoder), dtype or loaded.model.model.get_dtype())
+        control = load_densepose_controlnet(model_paths.resolve(densepose_controlnet), dtype)
+        return io.NodeOutput(loaded.model, encoder, control)

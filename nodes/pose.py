@@ -1,0 +1,37 @@
+"""PoseControl: DensePose frames + ControlNet -> pose condition."""
+
+from __future__ import annotations
+
+from ..magicanimate.comfy_adapter.conditioning import PoseCondition
+from ..magicanimate.frames import FIT_MODES, to_rgb
+from .api import CATEGORY, PoseType, io
+
+
+class PoseControl(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MagicAnimatePoseControl", display_name="MagicAnimate Pose Control", category=CATEGORY,
+            description="DensePose frames that drive the motion; one output frame per pose frame.",
+            inputs=[
+                io.ControlNet.Input("control_net", tooltip="The DensePose ControlNet from Load MagicAnimate."),
+                io.Image.Input("pose_frames", tooltip="DensePose video frames (viridis renderings) as an IMAGE batch."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.01,
+                               tooltip="Multiplier on the ControlNet residuals; 1.0 is the reference."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
+                               tooltip="Fraction of sampling after which the pose starts to apply (0 = from the start)."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
+                               tooltip="Fraction of sampling after which the pose stops applying (1 = to the end)."),
+                io.Combo.Input("fit", options=list(FIT_MODES), default="stretch",
+                               tooltip="How frames of another size are fitted to the video size; stretch is the "
+                                       "reference."),
+            ],
+            outputs=[PoseType.Output(display_name="pose")],
+        )
+
+    @classmethod
+    def execute(cls, control_net, pose_frames, strength: float = 1.0, start_percent: float = 0.0,
+                end_percent: float = 1.0, fit: str = "stretch") -> io.NodeOutput:
+        cond = PoseCondition(control_net=control_net, frames=to_rgb(pose_frames).cpu(), strength=strength,
+                             start_percent=start_percent, end_percent=end_percent, fit=fit)
+        return io.NodeOutput(cond)
