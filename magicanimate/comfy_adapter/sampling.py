@@ -46,13 +46,14 @@ def initial_noise(seed: int, latent: torch.Tensor, mode: str, period: int = 16) 
 def sample_video(model: comfy.model_patcher.ModelPatcher, positive: list, negative: list, latent: torch.Tensor,
                  noise: torch.Tensor, seed: int, steps: int, cfg: float, sampler_name: str = REFERENCE_SAMPLER,
                  scheduler: str = "normal", denoise: float = 1.0, callback: Callable | None = None,
-                 disable_pbar: bool = True) -> torch.Tensor:
+                 disable_pbar: bool = True, sigmas: torch.Tensor | None = None) -> torch.Tensor:
     """Denoise a latent video ``(F, 4, h, w)`` (unscaled VAE space) and return it in the same space.
 
     ``noise`` is standard normal ``(F, 4, h, w)``. With the reference DDIM and an all-zero latent the noise is
-    rescaled so the first model input equals the reference's ``x_T = noise``.
+    rescaled so the first model input equals the reference's ``x_T = noise``. ``sigmas`` overrides the schedule.
     """
-    sigmas = video_sigmas(model, sampler_name, scheduler, steps, denoise)
+    if sigmas is None:
+        sigmas = video_sigmas(model, sampler_name, scheduler, steps, denoise)
     if len(sigmas) < 2:
         return latent
     sampler = comfy.samplers.sampler_object("ddim" if sampler_name == REFERENCE_SAMPLER else sampler_name)
