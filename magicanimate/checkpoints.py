@@ -35,7 +35,7 @@ def _tensor_dict(obj: object, path: str) -> dict[str, torch.Tensor]:
 
 
 def unwrap_state_dict(obj: object, path: str = "<checkpoint>") -> dict[str, torch.Tensor]:
-    """Return the tensor mapping inside a loaded checkpoint, unwrapping ``{"state_dict": ...}`` / ``{"module": ...}``."""
+    """The tensor mapping inside a loaded checkpoint, unwrapping ``{"state_dict": ...}`` or ``{"module": ...}``."""
     if isinstance(obj, dict):
         for key in ("state_dict", "module", "model"):
             inner = obj.get(key)
@@ -72,7 +72,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return unwrap_state_dict(obj, path)
 
 
-def strip_prefixes(sd: dict[str, torch.Tensor], prefixes: tuple[str, ...] = ("module.", "unet.")) -> dict[str, torch.Tensor]:
+def strip_prefixes(sd: dict[str, torch.Tensor],
+                   prefixes: tuple[str, ...] = ("module.", "unet.")) -> dict[str, torch.Tensor]:
     """Remove leading wrapper prefixes (``module.`` from DDP, ``unet.`` from pipeline saves) from every key."""
     out = {}
     for key, value in sd.items():

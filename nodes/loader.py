@@ -45,6 +45,7 @@ class LoadMagicAnimate(io.ComfyNode):
                 weight_dtype: str = "auto", model=None) -> io.NodeOutput:
         dtype = DTYPES[weight_dtype]
         loaded = load_temporal_model(model_paths.resolve(temporal_checkpoint), dtype, base_model=model)
-        encoder = load_appearance_encoder(model_paths.resolve(appearance_encoder), dtype or loaded.model.model.get_dtype())
+        encoder = load_appearance_encoder(model_paths.resolve(appearance_encoder),
+                                          dtype or loaded.model.model.get_dtype())
         control = load_densepose_controlnet(model_paths.resolve(densepose_controlnet), dtype)
         return io.NodeOutput(loaded.model, encoder, control)

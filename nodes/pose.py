@@ -19,7 +19,7 @@ class PoseControl(io.ComfyNode):
                 io.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.01,
                                tooltip="Multiplier on the ControlNet residuals; 1.0 is the reference."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
-                               tooltip="Fraction of sampling after which the pose starts to apply (0 = from the start)."),
+                               tooltip="Fraction of sampling before which the pose is ignored (0 = from the start)."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
                                tooltip="Fraction of sampling after which the pose stops applying (1 = to the end)."),
                 io.Combo.Input("fit", options=list(FIT_MODES), default="stretch",

@@ -50,7 +50,7 @@ class TemporalSample(io.ComfyNode):
                                tooltip="tiled: one 16-frame noise clip repeated over the video (the reference); "
                                        "independent: fresh noise for every frame."),
                 SegmentsType.Input("segments", optional=True,
-                                   tooltip="From MagicAnimate Segment Fuse; default 16 frames, overlap 4, closed loop."),
+                                   tooltip="From MagicAnimate Segment Fuse; default 16 frames, overlap 4, loop."),
                 io.Latent.Input("latent", optional=True,
                                 tooltip="Optional starting latent video (for denoise < 1)."),
                 io.Noise.Input("noise", optional=True, tooltip="Optional NOISE source replacing seed/noise_mode."),

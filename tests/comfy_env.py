@@ -82,8 +82,8 @@ def prepare_comfyui_copy(dest: Path) -> Path:
     return dest
 
 
-def bootstrap_inprocess(comfy_dir: Path) -> None:
-    """Make ComfyUI at ``comfy_dir`` importable in this process, configured for CPU.
+def bootstrap_inprocess(comfy_dir: Path, cpu: bool = True) -> None:
+    """Make ComfyUI at ``comfy_dir`` importable in this process, configured for CPU (or the GPU with ``cpu=False``).
 
     Follows ComfyUI's own start-up order (spec §8 "In-process"): ``comfy.cli_args.args`` is adjusted before
     ``comfy.model_management`` is imported (which reads ``args.cpu`` at import time), and ``utils.extra_config``
@@ -112,7 +112,7 @@ def bootstrap_inprocess(comfy_dir: Path) -> None:
     import comfy.options  # noqa: F401  (must precede cli_args; args parsing stays disabled -> defaults)
     from comfy.cli_args import args
 
-    args.cpu = True
+    args.cpu = cpu
     args.disable_all_custom_nodes = True
     if hasattr(args, "database_url"):
         args.database_url = "sqlite:///:memory:"

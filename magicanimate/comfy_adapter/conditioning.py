@@ -175,7 +175,6 @@ def _control_for_window(state: ConditioningState, x: torch.Tensor, timesteps: to
     if not (lo <= sigma <= hi):
         return None
     cn = pose.control_net
-    f = len(frame_ids)
     cu = transformer_options.get("cond_or_uncond") or [0]
     rows = _cond_rows(x.shape[0], transformer_options)
     base = rows.start if rows is not None else 0

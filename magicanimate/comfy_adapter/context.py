@@ -67,7 +67,8 @@ class SegmentHandler(cw.IndexListContextHandler):
     """Context handler with MagicAnimate's fixed windows; frames are the batch dimension (dim 0)."""
 
     def __init__(self, options: SegmentOptions) -> None:
-        super().__init__(cw.ContextSchedule("magicanimate", _schedule), cw.get_matching_fuse_method(FUSE_METHODS[options.fuse]),
+        fuse = cw.get_matching_fuse_method(FUSE_METHODS[options.fuse])
+        super().__init__(cw.ContextSchedule("magicanimate", _schedule), fuse,
                          context_length=options.length, context_overlap=options.overlap,
                          closed_loop=options.closed_loop, dim=0)
         self.options = options

@@ -32,7 +32,8 @@ __all__ = ["sd15_unet_config", "diffusers_unet_to_comfy", "build_unet", "build_c
            "load_appearance_encoder", "load_densepose_controlnet", "AppearanceEncoderModel", "pick_dtypes",
            "APPEARANCE_HINT", "CONTROLNET_HINT"]
 
-APPEARANCE_HINT = ("the MagicAnimate appearance_encoder folder (config.json + diffusion_pytorch_model.safetensors) goes "
+APPEARANCE_HINT = ("the MagicAnimate appearance_encoder folder (config.json + diffusion_pytorch_model.safetensors) "
+                   "goes "
                    "in ComfyUI/models/magicanimate/appearance_encoder/")
 CONTROLNET_HINT = ("the MagicAnimate densepose_controlnet folder (config.json + diffusion_pytorch_model.safetensors) "
                    "goes in ComfyUI/models/magicanimate/densepose_controlnet/")
@@ -45,7 +46,8 @@ def sd15_unet_config(sd: dict[str, torch.Tensor], name: str, hint: str) -> dict:
     """
     def need(key: str) -> torch.Tensor:
         if key not in sd:
-            raise CheckpointError(f"{name} is not an SD1.5-type diffusers UNet: key '{key}' is missing. Expected {hint}.")
+            raise CheckpointError(f"{name} is not an SD1.5-type diffusers UNet: key '{key}' is missing. "
+                                  f"Expected {hint}.")
         return sd[key]
 
     conv_in = need("conv_in.weight")
@@ -105,7 +107,8 @@ def pick_dtypes(weight_dtype: torch.dtype | None, param_count: int, stored_dtype
 
 
 def build_unet(sd_diffusers: dict[str, torch.Tensor], name: str, hint: str,
-               weight_dtype: torch.dtype | None = None) -> tuple[comfy.model_patcher.ModelPatcher, list[str], list[str]]:
+               weight_dtype: torch.dtype | None = None
+               ) -> tuple[comfy.model_patcher.ModelPatcher, list[str], list[str]]:
     """A ComfyUI SD1.5 ``ModelPatcher`` from a diffusers UNet state dict.
 
     Returns (patcher, missing ComfyUI keys, unused file keys). Missing keys are left as constructed (zeros by
@@ -192,7 +195,8 @@ def build_motion_modules(motion_sd: dict[str, torch.Tensor], block_out_channels:
     expected = modules.state_dict()
     for key, tensor in motion_sd.items():
         if tuple(expected[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{name}: {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}.")
+            raise CheckpointError(f"{name}: {key} has shape {tuple(tensor.shape)}, "
+                                  f"expected {tuple(expected[key].shape)}.")
     modules.load_state_dict({k: v.to(weight_dtype) for k, v in motion_sd.items()}, strict=True)
     modules.eval()
     return comfy.model_patcher.ModelPatcher(modules, load_device=load_device, offload_device=offload)
@@ -264,7 +268,8 @@ def _is_unused_tail(comfy_key: str) -> bool:
     tail = "output_blocks.11.1."
     if comfy_key.startswith(tail + "proj_out."):
         return True
-    if comfy_key.startswith(tail + "transformer_blocks.0.") and not comfy_key.startswith(tail + "transformer_blocks.0.norm1."):
+    block = tail + "transformer_blocks.0."
+    if comfy_key.startswith(block) and not comfy_key.startswith(block + "norm1."):
         return True
     return False
 

@@ -2,8 +2,15 @@
 
 import pytest
 
-from magicanimate.windows import (frame_counts, open_windows, ordered_halving, padded_length, pyramid_weights,
-                                  segment_windows, uniform_windows)
+from magicanimate.windows import (
+    frame_counts,
+    open_windows,
+    ordered_halving,
+    padded_length,
+    pyramid_weights,
+    segment_windows,
+    uniform_windows,
+)
 
 
 def span(a, b):

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from fixtures.model_files import (TINY, write_appearance_encoder, write_controlnet, write_temporal_checkpoint)
+from fixtures.model_files import TINY, write_appearance_encoder, write_controlnet, write_temporal_checkpoint
 
 
 @dataclass

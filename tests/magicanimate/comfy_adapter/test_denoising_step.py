@@ -10,13 +10,13 @@ import comfy.model_management
 import pytest
 import torch
 from comfy.patcher_extension import WrappersMP
-
 from fixtures.model_files import TINY, load_oracle_appearance_encoder, load_oracle_controlnet, load_oracle_unet
+from oracle.unet3d import oracle_alphas_cumprod, oracle_step, oracle_windows
+
 from magicanimate.comfy_adapter.conditioning import Appearance, PoseCondition, apply_conditioning
 from magicanimate.comfy_adapter.context import SegmentOptions
 from magicanimate.comfy_adapter.sampling import sample_video
 from magicanimate.schedule import alphas_cumprod, ddim_sigmas
-from oracle.unet3d import oracle_alphas_cumprod, oracle_step, oracle_windows
 
 SCALE = 0.18215
 H = W = 8  # latent size; 64x64 pixels
@@ -118,7 +118,8 @@ def test_appearance_bank_equals_oracle_encoder(tiny_files, tiny_models):
 
 
 @pytest.mark.parametrize("frames,segments,cfg", [(16, SegmentOptions(), 7.5), (24, SegmentOptions(), 7.5),
-                                                 (20, SegmentOptions(8, 2), 2.0), (12, SegmentOptions(8, 2, False), 1.0)])
+                                                 (20, SegmentOptions(8, 2), 2.0),
+                                                 (12, SegmentOptions(8, 2, False), 1.0)])
 @torch.no_grad()
 def test_one_reference_ddim_step_equals_oracle_step(tiny_files, tiny_models, frames, segments, cfg):
     """First step (t 961 -> 921): AE, ControlNet per frame, windows, fusion, CFG and DDIM, all together."""
