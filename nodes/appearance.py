@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..magicanimate.comfy_adapter.conditioning import Appearance
+from ..magicanimate.errors import MagicAnimateError
 from ..magicanimate.frames import FIT_MODES, fit_images
 from .api import CATEGORY, AppearanceEncoderType, AppearanceType, io
 
@@ -31,6 +32,11 @@ class AppearanceEncode(io.ComfyNode):
     @classmethod
     def execute(cls, appearance_encoder, vae, image, fit: str = "stretch", width: int = 512,
                 height: int = 512) -> io.NodeOutput:
+        if width % 8 or height % 8:
+            raise MagicAnimateError(f"AppearanceEncode: width and height must be multiples of 8, got "
+                                    f"{width}x{height}.")
+        if image.ndim != 4 or image.shape[0] == 0:
+            raise MagicAnimateError("AppearanceEncode: the image input is empty.")
         pixels = fit_images(image[:1], width, height, fit)
         latent = vae.encode(pixels)
         return io.NodeOutput(Appearance(encoder=appearance_encoder, latent=latent[:1].cpu()))

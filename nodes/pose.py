@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..magicanimate.comfy_adapter.conditioning import PoseCondition
+from ..magicanimate.densepose import densepose_style_report
+from ..magicanimate.errors import MagicAnimateError
 from ..magicanimate.frames import FIT_MODES, to_rgb
 from .api import CATEGORY, PoseType, io
 
@@ -32,6 +36,17 @@ class PoseControl(io.ComfyNode):
     @classmethod
     def execute(cls, control_net, pose_frames, strength: float = 1.0, start_percent: float = 0.0,
                 end_percent: float = 1.0, fit: str = "stretch") -> io.NodeOutput:
+        if pose_frames.ndim != 4 or pose_frames.shape[0] == 0:
+            raise MagicAnimateError("PoseControl: pose_frames is empty; connect a DensePose video's frames "
+                                    "(e.g. LoadVideo -> GetVideoComponents).")
+        if end_percent < start_percent:
+            raise MagicAnimateError(f"PoseControl: end_percent ({end_percent}) is before start_percent "
+                                    f"({start_percent}).")
+        problem = densepose_style_report(pose_frames)
+        if problem:
+            logging.getLogger("MagicAnimate").warning(
+                "PoseControl: these frames may not be DensePose viridis renderings: %s. The MagicAnimate "
+                "ControlNet was trained on viridis DensePose (dark purple background); results may be poor.", problem)
         cond = PoseCondition(control_net=control_net, frames=to_rgb(pose_frames).cpu(), strength=strength,
                              start_percent=start_percent, end_percent=end_percent, fit=fit)
         return io.NodeOutput(cond)

@@ -12,12 +12,47 @@ import torch
 
 from ..magicanimate.comfy_adapter.conditioning import apply_conditioning
 from ..magicanimate.comfy_adapter.context import SegmentOptions
-from ..magicanimate.comfy_adapter.sampling import REFERENCE_SAMPLER, initial_noise, sample_video, sampler_names
+from ..magicanimate.comfy_adapter.sampling import (
+    REFERENCE_SAMPLER,
+    initial_noise,
+    sample_video,
+    sampler_names,
+    video_sigmas,
+)
 from ..magicanimate.errors import MagicAnimateError
 from ..magicanimate.frames import fit_images
 from ..magicanimate.noise import NOISE_MODES
 from ..magicanimate.windows import padded_length
 from .api import CATEGORY, AppearanceType, PoseType, SegmentsType, io
+
+
+class _WindowProgress:
+    """One progress bar over steps x windows; a latent preview of the first frame after every step."""
+
+    def __init__(self, windows_per_step: int) -> None:
+        self.per_step = max(1, windows_per_step)
+        self.done = 0
+        self.total = self.per_step
+        self.bar = None
+        self.previewer = None
+
+    def start(self, steps: int, model) -> None:
+        self.total = max(1, steps) * self.per_step
+        self.bar = comfy.utils.ProgressBar(self.total)
+        self.previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
+
+    def window_done(self) -> None:
+        self.done = min(self.done + 1, self.total)
+        if self.bar is not None:
+            self.bar.update_absolute(self.done, self.total)
+
+    def step_done(self, step: int, x0, x, total_steps: int) -> None:
+        self.done = min((step + 1) * self.per_step, self.total)
+        preview = None
+        if self.previewer is not None:
+            preview = self.previewer.decode_latent_to_preview_image("JPEG", x0[:1])
+        if self.bar is not None:
+            self.bar.update_absolute(self.done, self.total, preview)
 
 
 class TemporalSample(io.ComfyNode):
@@ -69,7 +104,7 @@ class TemporalSample(io.ComfyNode):
             raise MagicAnimateError("TemporalSample: the pose input has no frames.")
         _, c, h, w = appearance.latent.shape
         pose = dataclasses.replace(pose, frames=fit_images(pose.frames, w * 8, h * 8, pose.fit))
-        total = padded_length(frames, segments.length) if frames > 1 else 1
+        total = padded_length(frames, segments.length)  # edge-padded like the reference, cropped at the end
         if latent is not None:
             start = latent["samples"].to(torch.float32)
             if start.shape[-2:] != (h, w):
@@ -82,8 +117,11 @@ class TemporalSample(io.ComfyNode):
             eps = noise.generate_noise({"samples": start})
         else:
             eps = initial_noise(seed, start, noise_mode, period=segments.length)
-        patched, _state = apply_conditioning(model, appearance, pose, segments)
-        callback = latent_preview.prepare_callback(patched, steps)
+        progress = _WindowProgress(len(segments.windows(total)) if total > segments.length else 1)
+        patched, _state = apply_conditioning(model, appearance, pose, segments, on_window=progress.window_done)
+        sigmas = video_sigmas(patched, sampler_name, scheduler, steps, denoise)
+        progress.start(len(sigmas) - 1, patched)
         out = sample_video(patched, positive, negative, start, eps, seed, steps, cfg, sampler_name, scheduler, denoise,
-                           callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED)
+                           callback=progress.step_done, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+                           sigmas=sigmas)
         return io.NodeOutput({"samples": out[:frames].cpu()})

@@ -89,7 +89,8 @@ class ConditioningState:
     control_cache: dict = field(default_factory=dict)
     control_uses: list[int] = field(default_factory=list)
     sigma_range: tuple[float, float] = (float("inf"), 0.0)
-    stats: dict = field(default_factory=lambda: {"encoder_runs": 0, "control_frames": 0})
+    stats: dict = field(default_factory=lambda: {"encoder_runs": 0, "control_frames": 0, "windows": 0})
+    on_window: Callable[[], None] | None = None
 
     def __deepcopy__(self, memo: dict) -> ConditioningState:
         return self
@@ -251,6 +252,19 @@ def _diffusion_wrapper(state: ConditioningState) -> Callable:
     return wrapper
 
 
+def _calc_cond_batch_wrapper(state: ConditioningState) -> Callable:
+    def wrapper(executor, model, conds, x_in, timestep, model_options):
+        # One call per window (both CFG halves); interruption is honoured between windows.
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        out = executor(model, conds, x_in, timestep, model_options)
+        state.stats["windows"] += 1
+        if state.on_window is not None:
+            state.on_window()
+        return out
+
+    return wrapper
+
+
 def _predict_noise_wrapper(state: ConditioningState) -> Callable:
     def wrapper(executor, x, timestep, model_options=None, seed=None):
         # A new model evaluation: ControlNet residuals depend on x_t, so start a fresh per-frame cache.
@@ -289,19 +303,24 @@ def _outer_sample_wrapper(state: ConditioningState) -> Callable:
 
 
 def apply_conditioning(model: comfy.model_patcher.ModelPatcher, appearance: Appearance | None,
-                       pose: PoseCondition | None, segments: SegmentOptions | None = None
+                       pose: PoseCondition | None, segments: SegmentOptions | None = None,
+                       on_window: Callable[[], None] | None = None
                        ) -> tuple[comfy.model_patcher.ModelPatcher, ConditioningState]:
-    """A clone of a temporal MagicAnimate model with reference attention and DensePose control installed."""
+    """A clone of a temporal MagicAnimate model with reference attention and DensePose control installed.
+
+    ``on_window`` is called after every window evaluation (for progress bars).
+    """
     m = model.clone()
     dm = m.model.diffusion_model
     state = ConditioningState(appearance=appearance, pose=pose, segments=segments or SegmentOptions(),
-                              attn1=_attn1_modules(dm))
+                              attn1=_attn1_modules(dm), on_window=on_window)
     if appearance is not None:
         replace = _reference_replace(state)
         for kind, block, index in REFERENCE_BLOCKS:
             m.set_model_attn1_replace(replace, kind, block, index)
     m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, KEY + "_conditioning", _diffusion_wrapper(state))
     m.add_wrapper_with_key(WrappersMP.PREDICT_NOISE, KEY + "_conditioning", _predict_noise_wrapper(state))
+    m.add_wrapper_with_key(WrappersMP.CALC_COND_BATCH, KEY + "_conditioning", _calc_cond_batch_wrapper(state))
     m.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, KEY + "_conditioning", _outer_sample_wrapper(state))
     extra = []
     if appearance is not None:

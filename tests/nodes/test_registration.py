@@ -1,22 +1,8 @@
 """The pack registers its five V3 nodes through comfy_entrypoint only, each input with a tooltip."""
 
 import asyncio
-import importlib.util
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_pack():
-    name = "magicanimate_pack_under_test"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from pack_loader import load_pack
 
 
 def test_entrypoint_lists_five_nodes_with_tooltips_and_no_v1_mappings():
