@@ -289,6 +289,11 @@ def _predict_noise_wrapper(state: ConditioningState) -> Callable:
 def _outer_sample_wrapper(state: ConditioningState) -> Callable:
     def wrapper(executor, *args, **kwargs):
         state.reset()
+        # The conditional text for the appearance encoder and the ControlNet, even if ComfyUI runs the uncond half
+        # in a separate, earlier call (low memory).
+        positive = getattr(executor.class_obj, "original_conds", {}).get("positive") or []
+        if positive and isinstance(positive[0].get("cross_attn"), torch.Tensor):
+            state.cond_context = positive[0]["cross_attn"][:1].detach()
         if state.pose is not None:
             ms = executor.class_obj.model_patcher.get_model_object("model_sampling")
             pose = state.pose
