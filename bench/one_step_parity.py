@@ -25,6 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 
+def stage(msg: str) -> None:
+    print(f"[one_step_parity] {msg}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=16)
@@ -64,6 +68,7 @@ def main() -> None:
     cfg = FULL if args.config == "full" else TINY
     work = Path(args.workdir) if args.workdir else scratch / "models"
     work.mkdir(parents=True, exist_ok=True)
+    stage(f"writing random {args.config} model files to {work}")
     t0 = time.time()
     sd = write_temporal_checkpoint(work / "temporal_attention.ckpt", cfg, seed=0)
     del sd
@@ -84,6 +89,7 @@ def main() -> None:
     scale = 0.18215
 
     # --- this pack, through ComfyUI
+    stage("loading with the pack's loaders and sampling one step")
     t0 = time.time()
     temporal = load_temporal_model(str(work / "temporal_attention.ckpt"), torch.float32)
     encoder = load_appearance_encoder(str(work / "appearance_encoder"), torch.float32)
@@ -112,6 +118,7 @@ def main() -> None:
     ou.softmax_attention = chunked
     from safetensors.torch import load_file  # noqa: F401  (the fixtures read their own files)
 
+    stage("oracle step")
     t0 = time.time()
     sd = torch.load(work / "temporal_attention.ckpt", map_location="cpu", weights_only=True)
     unet = load_oracle_unet(sd, cfg).to(device)
