@@ -1,0 +1,116 @@
+"""Speed and memory of MagicAnimate Temporal Sample, in-process through ComfyUI, on random full-size weights.
+
+Prints one JSON line per configuration: frames, size, steps, median seconds of --repeats runs after one warm-up,
+s/frame, peak GPU memory (GiB, torch.cuda.max_memory_allocated) and achieved TFLOP/s from the analytic FLOP count of
+the reference spec section 7 (denoiser 0.55 TMAC per frame-instance + 0.045 for reference attention on cond rows,
+ControlNet 0.14 TMAC per frame, appearance encoder 0.40 TMAC per step, all at 512x512 and scaled by pixel count).
+
+    python bench/temporal_sample.py --frames 16 32 48 96 --size 512 --steps 25 --repeats 3      # on the GPU machine
+    python bench/temporal_sample.py --config tiny --frames 16 48 --size 64 --steps 2 --repeats 1 # smoke test on a CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+TMAC_DENOISER, TMAC_REFERENCE, TMAC_CONTROLNET, TMAC_ENCODER = 0.55, 0.045, 0.14, 0.40
+
+
+def flops(frames: int, size: int, steps: int, windows: int, cfg: float) -> float:
+    """Analytic FLOPs (2 x MAC) of one run: spec section 7 figures scaled by (size / 512)^2."""
+    scale = (size / 512) ** 2
+    halves = 1 if cfg == 1.0 else 2
+    denoise = windows * 16 * (halves * TMAC_DENOISER + TMAC_REFERENCE)
+    per_step = denoise + frames * TMAC_CONTROLNET + TMAC_ENCODER
+    return 2e12 * per_step * steps * scale
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, nargs="+", default=[16, 32, 48, 96])
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--cfg", type=float, default=7.5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--config", choices=["full", "tiny"], default="full")
+    ap.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args()
+
+    import torch
+    from comfy_env import bootstrap_inprocess, prepare_comfyui_copy
+
+    scratch = Path(tempfile.mkdtemp(prefix="ma-bench-"))
+    bootstrap_inprocess(prepare_comfyui_copy(scratch / "ComfyUI"), cpu=not torch.cuda.is_available())
+    sys.path.insert(1, str(REPO))
+
+    import comfy.model_management
+    from fixtures.model_files import FULL, TINY, write_appearance_encoder, write_controlnet, write_temporal_checkpoint
+
+    from magicanimate.comfy_adapter.conditioning import Appearance, PoseCondition, apply_conditioning
+    from magicanimate.comfy_adapter.context import SegmentOptions
+    from magicanimate.comfy_adapter.loading import load_temporal_model
+    from magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
+    from magicanimate.comfy_adapter.sampling import initial_noise, sample_video
+    from magicanimate.windows import padded_length
+
+    cfg = FULL if args.config == "full" else TINY
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    work = Path(args.workdir) if args.workdir else scratch / "models"
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "temporal_attention.ckpt").exists():
+        write_temporal_checkpoint(work / "temporal_attention.ckpt", cfg, seed=0, dtype=torch.float16)
+        write_appearance_encoder(work / "appearance_encoder", cfg, seed=1)
+        write_controlnet(work / "densepose_controlnet", cfg, seed=2)
+    gc.collect()
+    temporal = load_temporal_model(str(work / "temporal_attention.ckpt"), dtype)
+    encoder = load_appearance_encoder(str(work / "appearance_encoder"), dtype)
+    control = load_densepose_controlnet(str(work / "densepose_controlnet"), dtype)
+    device = comfy.model_management.get_torch_device()
+    h = args.size // 8
+    ctx = [[torch.zeros(1, 77, cfg["cross_attention_dim"]), {}]]
+    segments = SegmentOptions()
+    for frames in args.frames:
+        total = padded_length(frames)
+        poses = torch.rand(frames, args.size, args.size, 3)
+        appearance = Appearance(encoder, torch.randn(1, 4, h, h))
+        latent = torch.zeros(total, 4, h, h)
+        noise = initial_noise(1, latent, "tiled")
+        times = []
+        for run in range(args.repeats + 1):
+            model, _ = apply_conditioning(temporal.model, appearance, PoseCondition(control, poses), segments)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                sample_video(model, ctx, ctx, latent, noise, 1, args.steps, args.cfg)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            if run:  # the first run is the warm-up
+                times.append(time.perf_counter() - t0)
+        seconds = statistics.median(times)
+        windows = len(segments.windows(total)) if total > segments.length else 1
+        peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+        print(json.dumps({
+            "bench": "temporal_sample", "config": args.config, "dtype": args.dtype, "device": str(device),
+            "frames": frames, "padded_frames": total, "windows": windows, "size": [args.size, args.size],
+            "steps": args.steps, "cfg": args.cfg, "repeats": len(times), "seconds": round(seconds, 3),
+            "s_per_frame": round(seconds / frames, 4), "peak_gib": None if peak is None else round(peak, 2),
+            "tflops": (round(flops(total, args.size, args.steps, windows, args.cfg) / seconds / 1e12, 2)
+                       if args.config == "full" else None)}),
+            flush=True)
+
+
+if __name__ == "__main__":
+    main()
