@@ -81,6 +81,7 @@ class NodeSpec:
     outputs: tuple[tuple[str, str], ...]  # (name, type)
     pack: bool = False  # a node of this pack (else ComfyUI core)
     size: tuple[int, int] | None = None  # UI size override (nodes with previews / multiline text)
+    width: int = 320  # UI width when size is not given (wider for long combo values: labels stay readable)
 
     def input(self, name: str) -> In:
         for inp in self.inputs:
@@ -96,7 +97,8 @@ class NodeSpec:
 NODE_SPECS: dict[str, NodeSpec] = {
     # --- ComfyUI core (nodes.py, comfy_extras/nodes_video.py) ---
     "CheckpointLoaderSimple": NodeSpec(
-        "Load Checkpoint", (W("ckpt_name", "COMBO"),), (("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE"))),
+        "Load Checkpoint", (W("ckpt_name", "COMBO"),), (("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")),
+        width=400),
     "CLIPTextEncode": NodeSpec(
         "CLIP Text Encode (Prompt)", (W("text", "STRING"), S("clip", "CLIP")), (("CONDITIONING", "CONDITIONING"),),
         size=(400, 150)),
@@ -130,7 +132,7 @@ NODE_SPECS: dict[str, NodeSpec] = {
         (W("temporal_checkpoint", "COMBO"), W("appearance_encoder", "COMBO"), W("densepose_controlnet", "COMBO"),
          W("weight_dtype", "COMBO", "auto"), S("model", "MODEL", optional=True)),
         (("MODEL", "MODEL"), ("appearance_encoder", "MAGICANIMATE_APPEARANCE_ENCODER"), ("CONTROL_NET", "CONTROL_NET")),
-        pack=True),
+        pack=True, width=400),
     "MagicAnimateAppearanceEncode": NodeSpec(
         "MagicAnimate Appearance Encode",
         (S("appearance_encoder", "MAGICANIMATE_APPEARANCE_ENCODER"), S("vae", "VAE"), S("image", "IMAGE"),
@@ -241,9 +243,9 @@ def _animate(g: Graph, reference: Out, ckpt: Node) -> None:
     vae = g.add("VAELoader", vae_name=SD_VAE)
     video = g.add("LoadVideo", title="DensePose video", file=DEMO_VIDEO)
     components = g.add("GetVideoComponents", video=video["VIDEO"])
-    positive = g.add("CLIPTextEncode", title="MagicAnimate positive (empty, like the reference)", text="",
+    positive = g.add("CLIPTextEncode", title="Positive prompt (empty in the reference)", text="",
                      clip=ckpt["CLIP"])
-    negative = g.add("CLIPTextEncode", title="MagicAnimate negative (empty, like the reference)", text="",
+    negative = g.add("CLIPTextEncode", title="Negative prompt (empty in the reference)", text="",
                      clip=ckpt["CLIP"])
     appearance = g.add("MagicAnimateAppearanceEncode", appearance_encoder=ma["appearance_encoder"], vae=vae["VAE"],
                        image=reference, fit="stretch", width=512, height=512)
@@ -261,7 +263,7 @@ def _animate(g: Graph, reference: Out, ckpt: Node) -> None:
 
 def magicanimate_basic() -> Graph:
     g = Graph("magicanimate_basic", "MagicAnimate: animate a reference photo with a DensePose video.")
-    ckpt = g.add("CheckpointLoaderSimple", title="Load Checkpoint (SD1.5, for its text encoder)",
+    ckpt = g.add("CheckpointLoaderSimple", title="SD1.5 checkpoint (text encoder)",
                  ckpt_name=SD15_CHECKPOINT)
     image = g.add("LoadImage", title="Reference image", image=DEMO_IMAGE)
     _animate(g, image["IMAGE"], ckpt)
@@ -358,7 +360,7 @@ def _size(spec: NodeSpec) -> list[int]:
     if spec.size:
         return list(spec.size)
     sockets = sum(1 for i in spec.inputs if not i.widget)
-    return [320, 46 + 22 * max(sockets, len(spec.outputs)) + 26 * len(spec.widgets)]
+    return [spec.width, 46 + 22 * max(sockets, len(spec.outputs)) + 26 * len(spec.widgets)]
 
 
 def _layout(g: Graph) -> dict[int, list[int]]:
