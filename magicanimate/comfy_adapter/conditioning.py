@@ -202,13 +202,21 @@ def _control_for_window(state: ConditioningState, x: torch.Tensor, timesteps: to
             r = torch.cat([p[level] for p in per_frame], dim=0)
             r = (r * strength).to(x.dtype)
             control[name].append(r.repeat(len(cu), 1, 1, 1) if len(cu) > 1 else r)
-    # Forget frames no later window of this evaluation needs (flat memory in video length).
-    if state.control_uses:
-        for i in frame_ids:
+    return control
+
+
+def _release_window(state: ConditioningState, frame_ids: list[int]) -> None:
+    """Forget the residuals of frames no later window of this evaluation needs (flat memory in video length).
+
+    Called once per window, after both CFG halves ran (ComfyUI may run them in separate calls when memory is short).
+    """
+    if not state.control_uses:
+        return
+    for i in frame_ids:
+        if i < len(state.control_uses):
             state.control_uses[i] -= 1
             if state.control_uses[i] <= 0:
                 state.control_cache.pop(i, None)
-    return control
 
 
 def _merge_control(ours: dict | None, theirs: dict | None) -> dict | None:
@@ -257,6 +265,8 @@ def _calc_cond_batch_wrapper(state: ConditioningState) -> Callable:
         # One call per window (both CFG halves); interruption is honoured between windows.
         comfy.model_management.throw_exception_if_processing_interrupted()
         out = executor(model, conds, x_in, timestep, model_options)
+        window = model_options.get("transformer_options", {}).get("context_window")
+        _release_window(state, list(window.index_list) if window is not None else list(range(x_in.shape[0])))
         state.stats["windows"] += 1
         if state.on_window is not None:
             state.on_window()

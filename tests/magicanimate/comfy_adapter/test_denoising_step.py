@@ -151,3 +151,28 @@ def test_one_reference_ddim_step_equals_oracle_step(tiny_files, tiny_models, fra
     torch.testing.assert_close(x_921.permute(1, 0, 2, 3).unsqueeze(0), expect, atol=2e-4, rtol=1e-4)
     assert state.stats["encoder_runs"] == 1
     assert state.stats["control_frames"] == frames  # ControlNet once per frame per step
+
+
+@torch.no_grad()
+def test_split_cond_uncond_calls_still_run_controlnet_once_per_frame(tiny_models, monkeypatch):
+    """Short on memory, ComfyUI runs the CFG halves in separate calls; results and ControlNet work are unchanged."""
+    temporal, encoder, control = tiny_models
+    torch.manual_seed(6)
+    frames = 24
+    poses = torch.rand(frames, H * 8, W * 8, 3)
+    ref = torch.randn(1, 4, H, W)
+    text = [[torch.randn(1, 77, TINY["cross_attention_dim"]), {}]]
+    neg = [[torch.randn(1, 77, TINY["cross_attention_dim"]), {}]]
+    noise = torch.randn(frames, 4, H, W)
+    outs, stats = [], []
+    for split in (False, True):
+        if split:
+            # ComfyUI batches the halves only when memory_required(...) * 1.5 < free memory.
+            monkeypatch.setattr(type(temporal.model.model), "memory_required", lambda self, *a, **k: 1e18)
+        m, state = apply_conditioning(temporal.model, Appearance(encoder, ref), PoseCondition(control, poses))
+        outs.append(sample_video(m, text, neg, torch.zeros(frames, 4, H, W), noise, 0, 25, 7.5,
+                                 sigmas=ddim_sigmas(25)[:3]))
+        stats.append(dict(state.stats))
+    assert (outs[0] - outs[1]).abs().max() <= 1e-5 * outs[0].abs().max()  # fp32 rounding of other batch sizes
+    assert stats[0]["control_frames"] == stats[1]["control_frames"] == 2 * frames  # 2 steps, once per frame each
+    assert stats[1]["encoder_runs"] == 2
