@@ -6,8 +6,11 @@ Nothing here writes to a model file. Every failure is a :class:`CheckpointError`
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import pickletools
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -16,7 +19,7 @@ from .errors import CheckpointError
 from .motion_module import motion_module_keys
 
 __all__ = ["read_state_dict", "unwrap_state_dict", "strip_prefixes", "TemporalCheckpoint", "parse_temporal_checkpoint",
-           "MOTION_KEY_MARKER", "TEMPORAL_HINT"]
+           "MOTION_KEY_MARKER", "TEMPORAL_HINT", "foreign_kind"]
 
 MOTION_KEY_MARKER = ".motion_modules."
 TEMPORAL_HINT = ("MagicAnimate's temporal_attention.ckpt (from the MagicAnimate release, folder "
@@ -44,6 +47,19 @@ def unwrap_state_dict(obj: object, path: str = "<checkpoint>") -> dict[str, torc
     return _tensor_dict(obj, path)
 
 
+def _starts_like_pickle(path: str) -> bool:
+    """True when the file starts like a torch zip archive or a pickle stream (parsed, never executed)."""
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if head.startswith(b"PK\x03\x04"):
+        return True
+    try:
+        next(pickletools.genops(io.BytesIO(head)))
+    except Exception:
+        return False
+    return True
+
+
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Load a ``.safetensors`` or pickled (``.ckpt/.pt/.pth/.bin``) checkpoint onto the CPU, without running code."""
     path = os.fspath(path)
@@ -63,13 +79,35 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not _starts_like_pickle(path):
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint (it does not start like one; a failed download "
+                                  "often saves an HTML error page instead). Download it again.") from exc
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
         raise CheckpointError(
-            f"{path} contains Python objects other than tensors, and loading them could run arbitrary code, so it was "
-            "not loaded. Use the original file from the model's release or a .safetensors conversion.") from exc
+            f"{path} contains Python objects other than tensors{what}, and loading them could run arbitrary code, so "
+            "it was not loaded. Use the original file from the model's release or a .safetensors conversion.") from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint ({exc}). It is probably truncated "
                               "or not a checkpoint; download it again.") from exc
     return unwrap_state_dict(obj, path)
+
+
+def foreign_kind(sd: dict[str, torch.Tensor]) -> str | None:
+    """What a state dict is when it is plainly another kind of model file (for messages), else None."""
+    keys = list(sd)
+    if any("lora" in k.lower() for k in keys):
+        return "a LoRA"
+    if any(k.startswith(("model.diffusion_model.", "first_stage_model.", "cond_stage_model.", "conditioner."))
+           for k in keys):
+        return "a Stable Diffusion checkpoint in ComfyUI/LDM layout (load it with CheckpointLoaderSimple)"
+    if any(k.startswith("add_embedding.") or ".transformer_blocks.9." in k for k in keys):
+        return "an SDXL UNet"
+    if any(MOTION_KEY_MARKER in k for k in keys):
+        return "a temporal (motion-module) checkpoint"
+    if any(k.startswith("controlnet_cond_embedding.") for k in keys):
+        return "a ControlNet"
+    return None
 
 
 def strip_prefixes(sd: dict[str, torch.Tensor],
@@ -114,7 +152,8 @@ def parse_temporal_checkpoint(sd: dict[str, torch.Tensor], path: str = "<checkpo
     sd = strip_prefixes(sd)
     keys = list(sd)
     if any("lora" in k.lower() for k in keys):
-        raise CheckpointError(f"{name} looks like a LoRA (it has 'lora' keys), not {TEMPORAL_HINT}.")
+        raise CheckpointError(f"{name} looks like a LoRA (it has 'lora' keys), not a MagicAnimate temporal "
+                              f"checkpoint. {TEMPORAL_HINT}.")
     if any(k.startswith(("model.diffusion_model.", "input_blocks.", "first_stage_model.")) for k in keys):
         raise CheckpointError(f"{name} is a Stable Diffusion checkpoint in ComfyUI/LDM layout, not a MagicAnimate "
                               f"temporal checkpoint. Load it with CheckpointLoaderSimple; {TEMPORAL_HINT}.")

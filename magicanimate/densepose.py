@@ -36,6 +36,11 @@ def densepose_style_report(frames: torch.Tensor, max_pixels: int = 200_000, tole
     """
     if frames.numel() == 0:
         return "no frames"
+    per_frame = max(1, frames.shape[1] * frames.shape[2]) if frames.ndim == 4 else 1
+    keep = -(-max_pixels // per_frame)
+    if frames.ndim == 4 and frames.shape[0] > keep:
+        # Look at evenly spaced frames only: never copy a long video (10,000 frames are GBs) to check its colours.
+        frames = frames[torch.linspace(0, frames.shape[0] - 1, keep).long()]
     pixels = frames[..., :3].reshape(-1, 3).float()
     if pixels.shape[0] > max_pixels:
         idx = torch.linspace(0, pixels.shape[0] - 1, max_pixels).long()

@@ -13,18 +13,24 @@ class AppearanceEncode(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="MagicAnimateAppearanceEncode", display_name="MagicAnimate Appearance Encode", category=CATEGORY,
-            description="Encodes the reference photo with the VAE; the appearance encoder reads it at every step.",
+            description="Encodes the reference photo (the person to animate) with the VAE at the video size; the "
+                        "appearance encoder reads it at every denoising step to keep the person's look.",
             inputs=[
-                AppearanceEncoderType.Input("appearance_encoder", tooltip="From Load MagicAnimate."),
-                io.Vae.Input("vae", tooltip="SD1.5 VAE (the reference uses sd-vae-ft-mse)."),
-                io.Image.Input("image", tooltip="Reference photo of the person; the first image of a batch is used."),
+                AppearanceEncoderType.Input("appearance_encoder", tooltip="Appearance encoder from Load MagicAnimate."),
+                io.Vae.Input("vae", tooltip="SD1.5 VAE that encodes the photo (the reference uses sd-vae-ft-mse); "
+                                            "decode the video with the same VAE."),
+                io.Image.Input("image", tooltip="Reference photo of the person to animate; only the first image of a "
+                                                "batch is used."),
                 io.Combo.Input("fit", options=list(FIT_MODES), default="stretch",
-                               tooltip="stretch: resize to width x height like the reference; pad: keep aspect and "
-                                       "pad; crop: keep aspect and cut the centre."),
+                               tooltip="How the photo is brought to width x height. stretch: resize, ignoring the "
+                                       "aspect ratio (the reference); pad: keep the aspect ratio and add borders; "
+                                       "crop: keep the aspect ratio and cut the centre."),
                 io.Int.Input("width", default=512, min=64, max=4096, step=8,
-                             tooltip="Output video width in pixels (multiple of 8); the reference uses 512."),
+                             tooltip="Video width in pixels (multiple of 8); the reference uses 512. Time and "
+                                     "memory grow with width x height."),
                 io.Int.Input("height", default=512, min=64, max=4096, step=8,
-                             tooltip="Output video height in pixels (multiple of 8); the reference uses 512."),
+                             tooltip="Video height in pixels (multiple of 8); the reference uses 512. Time and "
+                                     "memory grow with width x height."),
             ],
             outputs=[AppearanceType.Output(display_name="appearance")],
         )
@@ -34,9 +40,14 @@ class AppearanceEncode(io.ComfyNode):
                 height: int = 512) -> io.NodeOutput:
         if width % 8 or height % 8:
             raise MagicAnimateError(f"AppearanceEncode: width and height must be multiples of 8, got "
-                                    f"{width}x{height}.")
+                                    f"{width}x{height}; use {max(8, round(width / 8) * 8)}x"
+                                    f"{max(8, round(height / 8) * 8)}.")
         if image.ndim != 4 or image.shape[0] == 0:
-            raise MagicAnimateError("AppearanceEncode: the image input is empty.")
+            raise MagicAnimateError("AppearanceEncode: the image input is empty; connect the reference photo "
+                                    "(e.g. LoadImage).")
+        if image.shape[-1] not in (1, 3, 4) or image.shape[1] == 0 or image.shape[2] == 0:
+            raise MagicAnimateError(f"AppearanceEncode: the image input has shape {tuple(image.shape)}; expected an "
+                                    "IMAGE (batch, height, width, 1/3/4 channels), e.g. from LoadImage.")
         pixels = fit_images(image[:1], width, height, fit)
         latent = vae.encode(pixels)
         return io.NodeOutput(Appearance(encoder=appearance_encoder, latent=latent[:1].cpu()))

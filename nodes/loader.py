@@ -17,23 +17,27 @@ class LoadMagicAnimate(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="MagicAnimateLoader", display_name="Load MagicAnimate", category=CATEGORY,
-            description="Loads MagicAnimate's temporal UNet, appearance encoder and DensePose ControlNet from "
-                        "ComfyUI/models/magicanimate/.",
+            description="Loads the three MagicAnimate networks from ComfyUI/models/magicanimate/: the temporal UNet "
+                        "(SD1.5 + motion modules) as a MODEL, the appearance encoder and the DensePose ControlNet. "
+                        "Feed them to Appearance Encode, Pose Control and Temporal Sample.",
             inputs=[
                 io.Combo.Input("temporal_checkpoint", options=model_paths.temporal_files(),
-                               tooltip="temporal_attention.ckpt (full 3D UNet, 5.1 GB) or a motion-module-only file "
-                                       "in models/magicanimate/."),
+                               tooltip="File in models/magicanimate/: temporal_attention.ckpt (the whole temporal "
+                                       "UNet, 5.1 GB) or a motion-module-only file (then connect an SD1.5 model "
+                                       "below for the spatial weights)."),
                 io.Combo.Input("appearance_encoder", options=model_paths.diffusers_folders("appearance"),
-                               tooltip="Folder with the appearance encoder's config.json and "
-                                       "diffusion_pytorch_model.safetensors."),
+                               tooltip="Folder in models/magicanimate/ with the appearance encoder's config.json and "
+                                       "diffusion_pytorch_model.safetensors (about 3.4 GB)."),
                 io.Combo.Input("densepose_controlnet", options=model_paths.diffusers_folders("densepose"),
-                               tooltip="Folder with the DensePose ControlNet's config.json and weights."),
+                               tooltip="Folder in models/magicanimate/ with the DensePose ControlNet's config.json "
+                                       "and diffusion_pytorch_model.safetensors (about 1.4 GB)."),
                 io.Combo.Input("weight_dtype", options=list(DTYPES), default="auto",
-                               tooltip="Storage precision of the three networks; auto lets ComfyUI pick "
-                                       "(fp16 on most GPUs, fp32 on CPU)."),
+                               tooltip="Storage precision of the three networks: auto lets ComfyUI pick (fp16 on "
+                                       "most GPUs, fp32 on CPU); fp16 and bf16 need half the memory of fp32."),
                 io.Model.Input("model", optional=True,
-                               tooltip="Optional SD1.5 MODEL whose spatial weights replace the checkpoint's "
-                                       "(the reference takes them from the checkpoint)."),
+                               tooltip="Optional SD1.5 MODEL whose spatial UNet weights replace the checkpoint's; "
+                                       "needed for a motion-module-only file. Leave it unconnected to match the "
+                                       "reference."),
             ],
             outputs=[io.Model.Output(display_name="MODEL"),
                      AppearanceEncoderType.Output(display_name="appearance_encoder"),

@@ -16,19 +16,25 @@ class PoseControl(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="MagicAnimatePoseControl", display_name="MagicAnimate Pose Control", category=CATEGORY,
-            description="DensePose frames that drive the motion; one output frame per pose frame.",
+            description="Turns a DensePose video (viridis body-part renderings, one IMAGE per frame) into the motion "
+                        "that Temporal Sample follows; the output video has one frame per pose frame.",
             inputs=[
                 io.ControlNet.Input("control_net", tooltip="The DensePose ControlNet from Load MagicAnimate."),
-                io.Image.Input("pose_frames", tooltip="DensePose video frames (viridis renderings) as an IMAGE batch."),
+                io.Image.Input("pose_frames", tooltip="DensePose frames (viridis renderings on a dark purple "
+                                                      "background) as an IMAGE batch, e.g. Load Video -> Get Video "
+                                                      "Components; one output frame per pose frame."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.01,
-                               tooltip="Multiplier on the ControlNet residuals; 1.0 is the reference."),
+                               tooltip="Multiplier on the ControlNet residuals: how strongly the pose steers the "
+                                       "motion; 1.0 is the reference, 0 ignores the pose."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
-                               tooltip="Fraction of sampling before which the pose is ignored (0 = from the start)."),
+                               tooltip="When the pose starts to apply, as a 0..1 fraction of the sampling steps "
+                                       "(0 = from the first step, the reference)."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
-                               tooltip="Fraction of sampling after which the pose stops applying (1 = to the end)."),
+                               tooltip="When the pose stops applying, as a 0..1 fraction of the sampling steps "
+                                       "(1 = to the last step, the reference)."),
                 io.Combo.Input("fit", options=list(FIT_MODES), default="stretch",
-                               tooltip="How frames of another size are fitted to the video size; stretch is the "
-                                       "reference."),
+                               tooltip="How pose frames of another size are brought to the video size: stretch "
+                                       "(the reference), pad or crop, as in Appearance Encode."),
             ],
             outputs=[PoseType.Output(display_name="pose")],
         )
@@ -39,14 +45,19 @@ class PoseControl(io.ComfyNode):
         if pose_frames.ndim != 4 or pose_frames.shape[0] == 0:
             raise MagicAnimateError("PoseControl: pose_frames is empty; connect a DensePose video's frames "
                                     "(e.g. LoadVideo -> GetVideoComponents).")
+        if pose_frames.shape[-1] not in (1, 3, 4) or pose_frames.shape[1] == 0 or pose_frames.shape[2] == 0:
+            raise MagicAnimateError(f"PoseControl: pose_frames has shape {tuple(pose_frames.shape)}; expected an IMAGE "
+                                    "batch (frames, height, width, 3 channels) of DensePose renderings.")
         if end_percent < start_percent:
             raise MagicAnimateError(f"PoseControl: end_percent ({end_percent}) is before start_percent "
-                                    f"({start_percent}).")
-        problem = densepose_style_report(pose_frames)
+                                    f"({start_percent}); set end_percent to at least start_percent.")
+        frames = to_rgb(pose_frames)
+        problem = densepose_style_report(frames)
         if problem:
             logging.getLogger("MagicAnimate").warning(
                 "PoseControl: these frames may not be DensePose viridis renderings: %s. The MagicAnimate "
-                "ControlNet was trained on viridis DensePose (dark purple background); results may be poor.", problem)
-        cond = PoseCondition(control_net=control_net, frames=to_rgb(pose_frames).cpu(), strength=strength,
+                "ControlNet was trained on viridis DensePose (dark purple background); results may be poor. Use "
+                "DensePose renderings with the viridis colour map, like MagicAnimate's example videos.", problem)
+        cond = PoseCondition(control_net=control_net, frames=frames.cpu(), strength=strength,
                              start_percent=start_percent, end_percent=end_percent, fit=fit)
         return io.NodeOutput(cond)

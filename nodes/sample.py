@@ -19,8 +19,10 @@ from ..magicanimate.comfy_adapter.sampling import (
     sampler_names,
     video_sigmas,
 )
+from ..magicanimate.comfy_adapter.temporal import KEY as TEMPORAL_KEY
 from ..magicanimate.errors import MagicAnimateError
 from ..magicanimate.frames import fit_images
+from ..magicanimate.memory import check_run_fits
 from ..magicanimate.noise import NOISE_MODES
 from ..magicanimate.windows import padded_length
 from .api import CATEGORY, AppearanceType, PoseType, SegmentsType, io
@@ -55,40 +57,88 @@ class _WindowProgress:
             self.bar.update_absolute(self.done, self.total, preview)
 
 
+def _context_dim(patcher) -> int | None:
+    config = getattr(getattr(getattr(patcher, "model", None), "model_config", None), "unet_config", None) or {}
+    dim = config.get("context_dim")
+    return int(dim) if dim is not None else None
+
+
+def _check_inputs(model, appearance, positive, negative, steps: int) -> None:
+    """Refuse inputs that would otherwise fail deep inside torch, with the input's name and the fix."""
+    if int(steps) < 1:
+        raise MagicAnimateError(f"TemporalSample: steps is {steps}; it must be at least 1 (the reference uses 25).")
+    if TEMPORAL_KEY not in (getattr(model, "injections", None) or {}):
+        raise MagicAnimateError("TemporalSample: the model input is not a MagicAnimate temporal MODEL (it has no "
+                                "motion modules). Connect the MODEL output of Load MagicAnimate, not a checkpoint "
+                                "loader's MODEL.")
+    want = _context_dim(model)
+    encoder_dim = _context_dim(getattr(getattr(appearance, "encoder", None), "patcher", None))
+    if want is not None and encoder_dim is not None and encoder_dim != want:
+        raise MagicAnimateError(f"TemporalSample: the appearance encoder reads {encoder_dim}-wide text conditioning "
+                                f"but the MODEL reads {want}-wide; load both from the same MagicAnimate release.")
+    for name, conds in (("positive", positive), ("negative", negative)):
+        if not conds:
+            raise MagicAnimateError(f"TemporalSample: the {name} conditioning is empty; connect a CLIPTextEncode "
+                                    "(an empty prompt is what the reference uses).")
+        for cond in conds:
+            ctx = cond[0] if isinstance(cond, (list, tuple)) and cond else None
+            if not isinstance(ctx, torch.Tensor) or ctx.ndim != 3:
+                raise MagicAnimateError(f"TemporalSample: the {name} input is not text conditioning; connect a "
+                                        "CLIPTextEncode.")
+            if want is not None and ctx.shape[-1] != want:
+                raise MagicAnimateError(
+                    f"TemporalSample: the {name} conditioning is {ctx.shape[-1]} wide but MagicAnimate (SD1.5) needs "
+                    f"{want}; it comes from another model family's text encoder (e.g. SDXL). Encode the prompt with "
+                    "the CLIP of an SD1.5 checkpoint (CheckpointLoaderSimple -> CLIPTextEncode).")
+
+
 class TemporalSample(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="MagicAnimateTemporalSample", display_name="MagicAnimate Temporal Sample", category=CATEGORY,
-            description="Animates the reference with the pose frames: reference DDIM over overlapping segments.",
+            description="Animates the reference photo along the pose frames: denoises the whole video with the "
+                        "temporal MODEL over overlapping segments (reference DDIM by default). Gives one latent per "
+                        "pose frame: VAE Decode -> Create Video -> Save Video.",
             inputs=[
-                io.Model.Input("model", tooltip="Temporal MODEL from Load MagicAnimate."),
-                AppearanceType.Input("appearance", tooltip="From MagicAnimate Appearance Encode; sets the video size."),
+                io.Model.Input("model", tooltip="The temporal MODEL from Load MagicAnimate (not a plain SD1.5 "
+                                                "MODEL)."),
+                AppearanceType.Input("appearance", tooltip="From MagicAnimate Appearance Encode; its width x height "
+                                                          "sets the video size in pixels."),
                 PoseType.Input("pose", tooltip="From MagicAnimate Pose Control; one output frame per pose frame."),
-                io.Conditioning.Input("positive", tooltip="Text conditioning; the reference uses an empty prompt."),
-                io.Conditioning.Input("negative", tooltip="Negative text conditioning; the reference uses an empty "
-                                                          "prompt."),
+                io.Conditioning.Input("positive", tooltip="Text conditioning from CLIPTextEncode with an SD1.5 CLIP; "
+                                                          "the reference uses an empty prompt."),
+                io.Conditioning.Input("negative", tooltip="Negative text conditioning for classifier-free guidance; "
+                                                          "the reference uses an empty prompt."),
                 io.Int.Input("seed", default=1, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the initial noise; the reference demos use 1."),
-                io.Int.Input("steps", default=25, min=1, max=1000, tooltip="Denoising steps; the reference uses 25."),
+                             tooltip="Seed of the initial noise: the same seed and settings give the same video; "
+                                     "the reference demos use 1."),
+                io.Int.Input("steps", default=25, min=1, max=1000,
+                             tooltip="Number of denoising steps; the reference uses 25. Time grows in proportion."),
                 io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="Classifier-free guidance scale (strength of the reference appearance); "
-                                       "7.5 is the reference, 1 skips the unconditional pass."),
+                               tooltip="Classifier-free guidance scale (a factor): how strongly the video follows "
+                                       "the reference appearance and prompt; 7.5 is the reference, 1 skips the "
+                                       "unconditional pass (about twice as fast)."),
                 io.Combo.Input("sampler_name", options=sampler_names(), default=REFERENCE_SAMPLER,
-                               tooltip="reference_ddim reproduces the reference (timesteps 961, 921, ..., 1); any "
-                                       "ComfyUI sampler can be used instead."),
+                               tooltip="reference_ddim reproduces the reference (DDIM, timesteps 961, 921, ..., 1); "
+                                       "any ComfyUI sampler can be used instead."),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="normal",
-                               tooltip="Sigma schedule for ComfyUI samplers (ignored by reference_ddim)."),
+                               tooltip="Noise schedule for the ComfyUI samplers (ignored by reference_ddim, which "
+                                       "uses the reference's timesteps)."),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Fraction of the schedule to run; 1.0 starts from pure noise."),
+                               tooltip="0..1 fraction of the noise schedule to run: 1.0 starts from pure noise "
+                                       "(the reference); lower values keep more of the optional latent input."),
                 io.Combo.Input("noise_mode", options=list(NOISE_MODES), default="tiled",
-                               tooltip="tiled: one 16-frame noise clip repeated over the video (the reference); "
-                                       "independent: fresh noise for every frame."),
+                               tooltip="tiled: one segment-long (16-frame) noise clip repeated over the video (the "
+                                       "reference); independent: fresh noise for every frame."),
                 SegmentsType.Input("segments", optional=True,
-                                   tooltip="From MagicAnimate Segment Fuse; default 16 frames, overlap 4, loop."),
+                                   tooltip="Optional, from MagicAnimate Segment Fuse; unconnected: 16-frame "
+                                           "segments, overlap 4, closed loop (the reference)."),
                 io.Latent.Input("latent", optional=True,
-                                tooltip="Optional starting latent video (for denoise < 1)."),
-                io.Noise.Input("noise", optional=True, tooltip="Optional NOISE source replacing seed/noise_mode."),
+                                tooltip="Optional starting latent video at the appearance's size, for denoise < 1; "
+                                        "a shorter one is padded with its last frame."),
+                io.Noise.Input("noise", optional=True,
+                               tooltip="Optional NOISE source (e.g. Random Noise) used instead of seed/noise_mode."),
             ],
             outputs=[io.Latent.Output(display_name="LATENT")],
         )
@@ -101,15 +151,33 @@ class TemporalSample(io.ComfyNode):
         segments = segments or SegmentOptions()
         frames = int(pose.frames.shape[0])
         if frames == 0:
-            raise MagicAnimateError("TemporalSample: the pose input has no frames.")
+            raise MagicAnimateError("TemporalSample: the pose input has no frames; connect MagicAnimate Pose Control "
+                                    "fed with at least one DensePose frame.")
+        _check_inputs(model, appearance, positive, negative, steps)
         _, c, h, w = appearance.latent.shape
-        pose = dataclasses.replace(pose, frames=fit_images(pose.frames, w * 8, h * 8, pose.fit))
         total = padded_length(frames, segments.length)  # edge-padded like the reference, cropped at the end
         if latent is not None:
             start = latent["samples"].to(torch.float32)
+            if start.ndim != 4 or start.shape[0] == 0 or start.shape[1] != c:
+                raise MagicAnimateError(f"TemporalSample: latent has shape {tuple(start.shape)}; it must be an SD1.5 "
+                                        f"latent batch (N, {c}, {h}, {w}), e.g. from VAE Encode with an SD1.5 VAE.")
             if start.shape[-2:] != (h, w):
                 raise MagicAnimateError(f"TemporalSample: latent is {start.shape[-1] * 8}x{start.shape[-2] * 8} but "
                                         f"the appearance is {w * 8}x{h * 8}; make them the same size.")
+        sigmas = video_sigmas(model, sampler_name, scheduler, steps, denoise)
+        if len(sigmas) < 2:
+            if latent is None:
+                raise MagicAnimateError(
+                    f"TemporalSample: denoise {denoise} with {steps} steps leaves no step to run, so the output would "
+                    "be an empty latent. Set denoise above 0 (1.0 animates from noise), or connect a latent to pass "
+                    "it through unchanged.")
+            # Like core KSampler: nothing to denoise, the latent passes through (one entry per pose frame).
+            return io.NodeOutput({"samples": torch.cat(
+                [start, start[-1:].expand(max(0, frames - start.shape[0]), -1, -1, -1)])[:frames].cpu()})
+        # Refuse up front (before any frame is resized) what cannot fit; otherwise windows run one after another.
+        check_run_fits(frames, total, w * 8, h * 8, pose_resized=tuple(pose.frames.shape[1:3]) != (h * 8, w * 8))
+        pose = dataclasses.replace(pose, frames=fit_images(pose.frames, w * 8, h * 8, pose.fit))
+        if latent is not None:
             start = torch.cat([start, start[-1:].expand(max(0, total - start.shape[0]), -1, -1, -1)])[:total]
         else:
             start = torch.zeros(total, c, h, w)
@@ -119,7 +187,6 @@ class TemporalSample(io.ComfyNode):
             eps = initial_noise(seed, start, noise_mode, period=segments.length)
         progress = _WindowProgress(len(segments.windows(total)) if total > segments.length else 1)
         patched, _state = apply_conditioning(model, appearance, pose, segments, on_window=progress.window_done)
-        sigmas = video_sigmas(patched, sampler_name, scheduler, steps, denoise)
         progress.start(len(sigmas) - 1, patched)
         out = sample_video(patched, positive, negative, start, eps, seed, steps, cfg, sampler_name, scheduler, denoise,
                            callback=progress.step_done, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,

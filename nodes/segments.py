@@ -11,17 +11,22 @@ class SegmentFuse(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="MagicAnimateSegmentFuse", display_name="MagicAnimate Segment Fuse", category=CATEGORY,
-            description="Overlapping segments whose predictions are averaged per frame (segment fusion).",
+            description="How a long video is denoised: overlapping segments of frames whose predictions are averaged "
+                        "per frame (segment fusion). Optional; without it Temporal Sample uses the reference's 16 "
+                        "frames, overlap 4, closed loop.",
             inputs=[
-                io.Int.Input("length", default=16, min=1, max=24, tooltip="Frames per segment; the reference uses 16."),
+                io.Int.Input("length", default=16, min=1, max=24,
+                             tooltip="Frames per segment (what the motion module sees at once); the reference uses "
+                                     "16, at most 24. Longer segments need more memory."),
                 io.Int.Input("overlap", default=4, min=0, max=23,
-                             tooltip="Frames shared by neighbouring segments; the reference uses 4."),
+                             tooltip="Frames shared by neighbouring segments (less than length); the reference uses "
+                                     "4. More overlap: smoother joins, more segments to compute."),
                 io.Boolean.Input("closed_loop", default=True,
-                                 tooltip="On: the last segment wraps around to the first frames (the reference). "
-                                         "Off: the last segment is clamped to the video end."),
+                                 tooltip="On: the last segment wraps around to the first frames (the reference, "
+                                         "for looping motion). Off: the last segment ends at the last frame."),
                 io.Combo.Input("fuse", options=list(FUSE_METHODS), default="average",
-                               tooltip="average: plain per-frame mean (the reference); pyramid: weight frames near a "
-                                       "segment's centre more."),
+                               tooltip="How overlapping predictions are combined per frame. average: plain mean "
+                                       "(the reference); pyramid: frames near a segment's centre weigh more."),
             ],
             outputs=[SegmentsType.Output(display_name="segments")],
         )

@@ -22,7 +22,7 @@ import comfy.supported_models
 import comfy.utils
 import torch
 
-from ..checkpoints import read_state_dict
+from ..checkpoints import foreign_kind, read_state_dict
 from ..errors import CheckpointError
 from ..motion_module import MotionModuleSet
 
@@ -161,6 +161,9 @@ def _controlnet_extra_map(sd: dict[str, torch.Tensor]) -> dict[str, str]:
 def build_controlnet(sd_diffusers: dict[str, torch.Tensor], name: str,
                      weight_dtype: torch.dtype | None = None) -> comfy.controlnet.ControlNet:
     """A core ``comfy.controlnet.ControlNet`` (CONTROL_NET) from a diffusers SD1.5 ControlNet state dict."""
+    kind = foreign_kind(sd_diffusers)
+    if kind is not None and kind != "a ControlNet":
+        raise CheckpointError(f"{name} is {kind}, not a diffusers ControlNet. Expected {CONTROLNET_HINT}.")
     if "controlnet_cond_embedding.conv_in.weight" not in sd_diffusers:
         raise CheckpointError(f"{name} is not a diffusers ControlNet (no controlnet_cond_embedding). "
                               f"Expected {CONTROLNET_HINT}.")
@@ -246,11 +249,9 @@ def load_appearance_encoder(folder: str, weight_dtype: torch.dtype | None = None
     """
     weights, _config = _diffusers_folder(folder, APPEARANCE_HINT)
     sd = read_state_dict(weights)
-    if "controlnet_cond_embedding.conv_in.weight" in sd:
-        raise CheckpointError(f"{weights} is a ControlNet, not the appearance encoder. Expected {APPEARANCE_HINT}.")
-    if any(".motion_modules." in k for k in sd):
-        raise CheckpointError(f"{weights} is a temporal (motion) checkpoint, not the appearance encoder. "
-                              f"Expected {APPEARANCE_HINT}.")
+    kind = foreign_kind(sd)
+    if kind is not None:
+        raise CheckpointError(f"{weights} is {kind}, not the appearance encoder. Expected {APPEARANCE_HINT}.")
     patcher, missing, unused = build_unet(sd, weights, APPEARANCE_HINT, weight_dtype)
     needed_missing = [k for k in missing if not _is_unused_tail(k)]
     if needed_missing:
