@@ -100,7 +100,7 @@ def main() -> None:
             if run:  # the first run is the warm-up
                 times.append(time.perf_counter() - t0)
         seconds = statistics.median(times)
-        windows = len(segments.windows(total)) if total > segments.length else 1
+        windows = len(segments.windows(total))
         peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
         print(json.dumps({
             "bench": "temporal_sample", "config": args.config, "dtype": args.dtype, "device": str(device),

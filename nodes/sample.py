@@ -185,7 +185,7 @@ class TemporalSample(io.ComfyNode):
             eps = noise.generate_noise({"samples": start})
         else:
             eps = initial_noise(seed, start, noise_mode, period=segments.length)
-        progress = _WindowProgress(len(segments.windows(total)) if total > segments.length else 1)
+        progress = _WindowProgress(len(segments.windows(total)))
         patched, _state = apply_conditioning(model, appearance, pose, segments, on_window=progress.window_done)
         progress.start(len(sigmas) - 1, patched)
         out = sample_video(patched, positive, negative, start, eps, seed, steps, cfg, sampler_name, scheduler, denoise,

@@ -25,6 +25,7 @@ from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
 from comfy.patcher_extension import WrappersMP
 
 from ..reference_attention import REFERENCE_BLOCKS, reference_self_attention
+from ..windows import frame_counts
 from .context import SegmentOptions
 from .model_files import AppearanceEncoderModel
 from .temporal import KEY, chunk_frames, set_segments
@@ -284,13 +285,8 @@ def _predict_noise_wrapper(state: ConditioningState) -> Callable:
             if state.hints is None or state.hints.shape[0] != num_frames or state.hints.shape[-2:] != (
                     x.shape[-2] * 8, x.shape[-1] * 8):
                 state.hints = prepare_hints(state.pose.frames, num_frames, x.shape[-2] * 8, x.shape[-1] * 8)
-            windows = state.segments.windows(num_frames) if num_frames > state.segments.length else [
-                list(range(num_frames))]
-            uses = [0] * num_frames
-            for w in windows:
-                for i in w:
-                    uses[i] += 1
-            state.control_uses = uses
+            # One window of all frames when the video fits in a segment (as the context handler does).
+            state.control_uses = frame_counts(state.segments.windows(num_frames), num_frames)
         return executor(x, timestep, model_options, seed)
 
     return wrapper
