@@ -41,6 +41,15 @@ class _PositionalEncoding(nn.Module):
     def __init__(self, channels: int, max_len: int = MAX_POSITIONS) -> None:
         super().__init__()
         self.register_buffer("pe", sinusoidal_positions(max_len, channels))
+        self.cast: torch.Tensor | None = None  # pe on the compute device/dtype (not a buffer: not in state dicts)
+
+    def table(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """``pe`` ``(1, max_len, C)`` on ``device`` in ``dtype``, converted once and kept until either changes."""
+        cast = self.cast
+        if cast is None or cast.device != device or cast.dtype != dtype:
+            cast = self.pe.to(device=device, dtype=dtype)
+            self.cast = cast
+        return cast
 
 
 class TemporalSelfAttention(nn.Module):
@@ -65,7 +74,7 @@ class TemporalSelfAttention(nn.Module):
                              "positions; use a segment length of at most 24")
         # (b*f, N, C) -> (b*N, f, C): one sequence per spatial location, cond/uncond kept apart.
         seq = x.reshape(b, frames, n, c).transpose(1, 2).reshape(b * n, frames, c)
-        seq = seq + self.pos_encoder.pe[:, :frames].to(device=seq.device, dtype=seq.dtype)
+        seq = seq + self.pos_encoder.table(seq.device, seq.dtype)[:, :frames]
         out = attention(self.to_q(seq), self.to_k(seq), self.to_v(seq), self.heads)
         out = self.to_out[0](out)
         return out.reshape(b, n, frames, c).transpose(1, 2).reshape(bf, n, c)
@@ -171,6 +180,12 @@ class MotionModuleSet(nn.Module):
             [_BlockHolder([MotionModule(c, ops, dtype, device) for _ in range(2)]) for c in chans])
         self.up_blocks = nn.ModuleList(
             [_BlockHolder([MotionModule(c, ops, dtype, device) for _ in range(3)]) for c in chans[::-1]])
+
+    def prepare_positions(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Convert every position table for ``device``/``dtype`` now (eagerly, outside any compiled forward)."""
+        for module in self.modules():
+            if isinstance(module, _PositionalEncoding):
+                module.table(torch.device(device), dtype)
 
     def module_at(self, side: str, block: int, index: int) -> MotionModule:
         blocks = self.down_blocks if side == "down" else self.up_blocks

@@ -9,6 +9,12 @@ Per model evaluation (one sampler step), inside ComfyUI's sampling:
   its residuals are shared by both CFG halves and by every window holding the frame (core ComfyUI would feed every
   window the first frames' hints, finding B2). Frames are dropped from the cache once no later window needs them, so
   memory does not grow with video length.
+
+Where the work happens (GPU and ``torch.compile``): everything that reads or fills a Python-side cache runs eagerly
+outside ``diffusion_model`` (the part ``TorchCompileModel`` compiles): the encoder and the reference keys/values once
+per step in the PREDICT_NOISE wrapper, the ControlNet once per window in the CALC_COND_BATCH wrapper. The compiled
+forward only reads ready tensors, so it has no graph breaks, no host-device synchronisation and no guard on counters.
+Timesteps reach the encoder and the ControlNet in float32, as they reach the UNet (a bf16 961 would be 960).
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ import comfy.model_patcher
 import comfy.utils
 import torch
 from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
+from comfy.ldm.modules.diffusionmodules.openaimodel import forward_timestep_embed, timestep_embedding
 from comfy.patcher_extension import WrappersMP
 
 from ..reference_attention import REFERENCE_BLOCKS, reference_self_attention
 from ..windows import frame_counts
 from .context import SegmentOptions
 from .model_files import AppearanceEncoderModel
-from .temporal import KEY, chunk_frames, set_segments
+from .temporal import KEY, set_segments
 
 __all__ = ["Appearance", "PoseCondition", "ConditioningState", "apply_conditioning", "prepare_hints"]
 
@@ -53,10 +60,6 @@ class PoseCondition:
     fit: str = "stretch"
 
 
-class _StopEncoder(Exception):
-    """Raised from the capture patch after the last needed block; the encoder's tail is never run."""
-
-
 def prepare_hints(frames: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
     """Pose frames ``(T, H, W, 3)`` -> hints ``(num_frames, 3, height, width)`` float32 on the CPU.
 
@@ -76,7 +79,12 @@ def prepare_hints(frames: torch.Tensor, num_frames: int, height: int, width: int
 
 @dataclass
 class ConditioningState:
-    """Per-run caches. Created per patched model; never deep-copied (ComfyUI deep-copies model_options, G3)."""
+    """Per-run caches. Created per patched model; never deep-copied (ComfyUI deep-copies model_options, G3).
+
+    ``hints``: ``(F, 3, H, W)`` on the host in the ControlNet's compute dtype (pinned on CUDA, copied per new frame
+    without a sync); ``control_cache``: frame -> per-level residuals ``(1, C, h, w)`` already scaled by the strength
+    and in the UNet's compute dtype; ``window_control``: the current window's residuals ``(f, C, h, w)`` per level.
+    """
 
     appearance: Appearance | None
     pose: PoseCondition | None
@@ -89,6 +97,9 @@ class ConditioningState:
     hints: torch.Tensor | None = None
     control_cache: dict = field(default_factory=dict)
     control_uses: list[int] = field(default_factory=list)
+    window_control: dict | None = None
+    control_active: bool = True
+    step_t: torch.Tensor | None = None
     sigma_range: tuple[float, float] = (float("inf"), 0.0)
     stats: dict = field(default_factory=lambda: {"encoder_runs": 0, "control_frames": 0, "windows": 0})
     on_window: Callable[[], None] | None = None
@@ -100,6 +111,7 @@ class ConditioningState:
         self.bank_t, self.bank, self.kv = None, {}, {}
         self.cond_context, self.hints = None, None
         self.control_cache, self.control_uses = {}, []
+        self.window_control, self.control_active, self.step_t = None, True, None
 
 
 def _attn1_modules(diffusion_model: torch.nn.Module) -> dict[tuple[str, int, int], torch.nn.Module]:
@@ -120,12 +132,59 @@ def _cond_rows(x_batch: int, transformer_options: dict) -> slice | None:
     return slice(i * f, (i + 1) * f)
 
 
+def _runs(values: list[int]) -> list[tuple[int, int]]:
+    """Consecutive runs ``[(start, stop), ...]`` of a list of ints (slices instead of index tensors: no H2D copy)."""
+    runs: list[tuple[int, int]] = []
+    for v in values:
+        if runs and runs[-1][1] == v:
+            runs[-1] = (runs[-1][0], v + 1)
+        else:
+            runs.append((v, v + 1))
+    return runs
+
+
+def _take(t: torch.Tensor, runs: list[tuple[int, int]]) -> torch.Tensor:
+    parts = [t[a:b] for a, b in runs]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+
+
+def _encoder_features(dm: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                      capture: Callable) -> torch.Tensor:
+    """Run ComfyUI's UNet ``dm`` up to the ``norm1`` of output block 11's transformer; returns that ``(1, N, C)``.
+
+    The same layer sequence as ``UNetModel._forward`` (its attn1 patches capture the other nine blocks), stopped
+    without an exception: the encoder's tail is absent from the file and never run (finding B6).
+    """
+    opts: dict = {"patches": {"attn1_patch": [capture]}, "transformer_index": 0}
+    emb = dm.time_embed(timestep_embedding(t, dm.model_channels, repeat_only=False).to(x.dtype))
+    hs, h = [], x
+    for i, module in enumerate(dm.input_blocks):
+        opts["block"] = ("input", i)
+        h = forward_timestep_embed(module, h, emb, context, opts)
+        hs.append(h)
+    opts["block"] = ("middle", 0)
+    h = forward_timestep_embed(dm.middle_block, h, emb, context, opts)
+    last = len(dm.output_blocks) - 1
+    for i, module in enumerate(dm.output_blocks[:last]):
+        opts["block"] = ("output", i)
+        h = torch.cat([h, hs.pop()], dim=1)
+        h = forward_timestep_embed(module, h, emb, context, opts, hs[-1].shape)
+    h = torch.cat([h, hs.pop()], dim=1)
+    res, st = dm.output_blocks[last][0], dm.output_blocks[last][1]
+    h = st.proj_in(st.norm(res(h, emb)))
+    return st.transformer_blocks[0].norm1(h.movedim(1, 3).flatten(1, 2))
+
+
 def _run_encoder(state: ConditioningState, t: torch.Tensor, context: torch.Tensor) -> None:
-    """Fill ``state.bank`` with the encoder's norm1 outputs ``(1, N, C)`` of the 10 mid/up blocks at timestep t."""
+    """Fill ``state.bank`` with the encoder's norm1 outputs ``(1, N, C)`` of the 10 mid/up blocks at timestep t.
+
+    Runs on ``t``'s device (the sampling device; the text context may be kept on the CPU by ComfyUI) with ``t`` in
+    float32 (the UNet's own timestep dtype).
+    """
     enc = state.appearance.encoder.patcher.model
     dm = enc.diffusion_model
     dtype = enc.manual_cast_dtype or enc.get_dtype()
-    device = context.device
+    device = t.device
     latent = enc.process_latent_in(state.appearance.latent.to(device=device, dtype=torch.float32))
     bank: dict = {}
     last = REFERENCE_BLOCKS[-1]
@@ -134,32 +193,33 @@ def _run_encoder(state: ConditioningState, t: torch.Tensor, context: torch.Tenso
         key = (extra["block"][0], extra["block"][1], extra.get("block_index", 0))
         if key in state.attn1:
             bank[key] = n.detach()
-            if key == last:
-                raise _StopEncoder
         return n, context_attn1, value_attn1
 
-    try:
-        dm(latent.to(dtype), t[:1].to(dtype), context=context.to(device=device, dtype=dtype),
-           transformer_options={"patches": {"attn1_patch": [capture]}})
-    except _StopEncoder:
-        pass
+    bank[last] = _encoder_features(dm, latent.to(dtype), t[:1].to(torch.float32),
+                                   context.to(device=device, dtype=dtype), capture).detach()
     if len(bank) != len(REFERENCE_BLOCKS):
         raise RuntimeError(f"appearance encoder produced {len(bank)} of {len(REFERENCE_BLOCKS)} reference features")
     state.bank, state.kv = bank, {}
     state.stats["encoder_runs"] += 1
 
 
+def _project_reference(state: ConditioningState, device: torch.device, dtype: torch.dtype) -> None:
+    """Reference keys/values ``(1, M, C)`` of every block, once per step, in the UNet's compute dtype."""
+    kv = {}
+    for key, tokens in state.bank.items():
+        attn1 = state.attn1[key]
+        tokens = tokens.to(device=device, dtype=dtype)
+        kv[key] = (attn1.to_k(tokens), attn1.to_v(tokens))
+    state.kv = kv
+
+
 def _reference_replace(state: ConditioningState) -> Callable:
     def attn1_replace(q, k, v, extra):
         key = (extra["block"][0], extra["block"][1], extra.get("block_index", 0))
-        tokens = state.bank.get(key)
-        if tokens is None:
+        ref = state.kv.get(key)
+        if ref is None:
             return optimized_attention(q, k, v, extra["n_heads"], attn_precision=extra.get("attn_precision"))
-        if key not in state.kv:
-            attn1 = state.attn1[key]
-            tokens = tokens.to(device=q.device, dtype=q.dtype)
-            state.kv[key] = (attn1.to_k(tokens), attn1.to_v(tokens))
-        k_ref, v_ref = state.kv[key]
+        k_ref, v_ref = ref
 
         def attention(q_, k_, v_, heads):
             return optimized_attention(q_, k_, v_, heads, attn_precision=extra.get("attn_precision"))
@@ -169,41 +229,61 @@ def _reference_replace(state: ConditioningState) -> Callable:
     return attn1_replace
 
 
-def _control_for_window(state: ConditioningState, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                        frame_ids: list[int], transformer_options: dict) -> dict | None:
-    pose = state.pose
-    sigma = float(transformer_options["sigmas"][0]) if "sigmas" in transformer_options else 0.0
-    hi, lo = state.sigma_range
-    if not (lo <= sigma <= hi):
+def _compute_dtype(model: torch.nn.Module) -> torch.dtype:
+    return model.manual_cast_dtype or model.get_dtype()
+
+
+def _control_for_window(state: ConditioningState, model, x: torch.Tensor, sigmas: torch.Tensor,
+                        frame_ids: list[int], context: torch.Tensor | None = None) -> dict | None:
+    """The window's ControlNet residuals ``{"output": [(f, C, h, w), ...], "middle": [...]}`` (compute dtype, scaled).
+
+    ``x``: the window's noisy latents ``(f, 4, h, w)`` in sigma space, ``sigmas`` ``(f,)``. Frames not yet in the
+    per-frame cache go through the ControlNet in one batch; all others are reused (eager code, outside the compile).
+    """
+    if not state.control_active:
         return None
+    pose = state.pose
     cn = pose.control_net
-    cu = transformer_options.get("cond_or_uncond") or [0]
-    rows = _cond_rows(x.shape[0], transformer_options)
-    base = rows.start if rows is not None else 0
     todo = [j for j, i in enumerate(frame_ids) if i not in state.control_cache]
+    out_dtype = _compute_dtype(model)
     if todo:
         if state.hints is None or state.hints.shape[0] < max(frame_ids) + 1:
             raise RuntimeError("pose hints were not prepared for this video length")
         dtype = cn.manual_cast_dtype or cn.control_model.dtype
-        idx = torch.tensor([base + j for j in todo], device=x.device)
         ids = [frame_ids[j] for j in todo]
-        hint = state.hints[torch.tensor(ids)].to(device=x.device, dtype=dtype)
-        ctx = state.cond_context if state.cond_context is not None else context[base:base + 1]
-        ctx = ctx.to(device=x.device, dtype=dtype).expand(len(todo), -1, -1)
-        out = cn.control_model(x=x.index_select(0, idx).to(dtype), hint=hint,
-                               timesteps=timesteps.index_select(0, idx).to(dtype), context=ctx)
+        hint = _take(state.hints, _runs(ids)).to(device=x.device, dtype=dtype, non_blocking=True)
+        pos = _runs(todo)
+        sigma = _take(sigmas, pos)
+        xc = model.model_sampling.calculate_input(sigma, _take(x, pos))
+        if state.step_t is not None:
+            t = state.step_t.to(x.device).expand(len(todo))
+        else:
+            t = model.model_sampling.timestep(sigma)
+        ctx = state.cond_context if state.cond_context is not None else context
+        ctx = ctx[:1].to(device=x.device, dtype=dtype).expand(len(todo), -1, -1)
+        out = cn.control_model(x=xc.to(dtype), hint=hint, timesteps=t.to(torch.float32), context=ctx)
         state.stats["control_frames"] += len(todo)
+        strength = float(pose.strength)
+        scaled = {}
+        for name in ("output", "middle"):
+            scaled[name] = [(o if strength == 1.0 else o * strength).to(out_dtype) for o in out[name]]
         for n, i in enumerate(ids):
-            state.control_cache[i] = ([o[n:n + 1] for o in out["output"]], [o[n:n + 1] for o in out["middle"]])
-    strength = float(pose.strength)
-    control = {"input": [], "output": [], "middle": []}
+            state.control_cache[i] = ([o[n:n + 1] for o in scaled["output"]], [o[n:n + 1] for o in scaled["middle"]])
+    control: dict = {"input": [], "output": [], "middle": []}
     for name, slot in (("output", 0), ("middle", 1)):
         per_frame = [state.control_cache[i][slot] for i in frame_ids]
         for level in range(len(per_frame[0])):
-            r = torch.cat([p[level] for p in per_frame], dim=0)
-            r = (r * strength).to(x.dtype)
-            control[name].append(r.repeat(len(cu), 1, 1, 1) if len(cu) > 1 else r)
+            parts = [p[level] for p in per_frame]
+            control[name].append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=0))
     return control
+
+
+def _window_control(state: ConditioningState, chunks: int) -> dict | None:
+    """The current window's residuals for a batch of ``chunks`` cond/uncond chunks (one cat, no repeat+copy)."""
+    if state.window_control is None:
+        return None
+    return {name: [r if chunks == 1 else torch.cat([r] * chunks, dim=0) for r in levels]
+            for name, levels in state.window_control.items()}
 
 
 def _release_window(state: ConditioningState, frame_ids: list[int]) -> None:
@@ -211,6 +291,7 @@ def _release_window(state: ConditioningState, frame_ids: list[int]) -> None:
 
     Called once per window, after both CFG halves ran (ComfyUI may run them in separate calls when memory is short).
     """
+    state.window_control = None
     if not state.control_uses:
         return
     for i in frame_ids:
@@ -240,22 +321,19 @@ def _merge_control(ours: dict | None, theirs: dict | None) -> dict | None:
 
 
 def _diffusion_wrapper(state: ConditioningState) -> Callable:
+    """Inside ``diffusion_model`` (compiled by TorchCompileModel): only reads what the eager wrappers prepared.
+
+    Outside a sampler (a direct UNet call, as some tests do) the encoder bank is filled here on first use.
+    """
     def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
-        rows = _cond_rows(x.shape[0], transformer_options)
-        if rows is not None and state.cond_context is None:
-            state.cond_context = context[rows.start:rows.start + 1].detach()
-        f = chunk_frames(x.shape[0], transformer_options)
-        window = transformer_options.get("context_window")
-        frame_ids = list(window.index_list) if window is not None else list(range(f))
-        if state.appearance is not None:
-            t_key = float(timesteps[0])
-            if state.bank_t != t_key:
-                ctx = state.cond_context if state.cond_context is not None else context[:1]
-                _run_encoder(state, timesteps, ctx)
-                state.bank_t = t_key
-        if state.pose is not None:
-            ours = _control_for_window(state, x, timesteps, context, frame_ids, transformer_options)
-            control = _merge_control(ours, control)
+        if state.appearance is not None and not state.kv:
+            rows = _cond_rows(x.shape[0], transformer_options)
+            ctx = state.cond_context if state.cond_context is not None else context[rows or slice(0, 1)][:1]
+            _run_encoder(state, timesteps, ctx)
+            _project_reference(state, x.device, x.dtype)
+        if state.window_control is not None:
+            chunks = len(transformer_options.get("cond_or_uncond") or [0])
+            control = _merge_control(_window_control(state, chunks), control)
         return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
 
     return wrapper
@@ -265,9 +343,16 @@ def _calc_cond_batch_wrapper(state: ConditioningState) -> Callable:
     def wrapper(executor, model, conds, x_in, timestep, model_options):
         # One call per window (both CFG halves); interruption is honoured between windows.
         comfy.model_management.throw_exception_if_processing_interrupted()
-        out = executor(model, conds, x_in, timestep, model_options)
         window = model_options.get("transformer_options", {}).get("context_window")
-        _release_window(state, list(window.index_list) if window is not None else list(range(x_in.shape[0])))
+        frame_ids = list(window.index_list) if window is not None else list(range(x_in.shape[0]))
+        if state.pose is not None:
+            state.window_control = _control_for_window(state, model, x_in, timestep, frame_ids,
+                                                       _positive_context(conds))
+        try:
+            out = executor(model, conds, x_in, timestep, model_options)
+        finally:
+            state.window_control = None
+        _release_window(state, frame_ids)
         state.stats["windows"] += 1
         if state.on_window is not None:
             state.on_window()
@@ -276,17 +361,42 @@ def _calc_cond_batch_wrapper(state: ConditioningState) -> Callable:
     return wrapper
 
 
+def _positive_context(conds: list) -> torch.Tensor | None:
+    """The first positive cond's text context ``(1, 77, C)``, from ComfyUI's processed conds (a fallback)."""
+    for c in (conds[0] or []) if conds else []:
+        ca = c.get("model_conds", {}).get("c_crossattn")
+        if ca is not None:
+            return ca.cond
+    return None
+
+
 def _predict_noise_wrapper(state: ConditioningState) -> Callable:
     def wrapper(executor, x, timestep, model_options=None, seed=None):
-        # A new model evaluation: ControlNet residuals depend on x_t, so start a fresh per-frame cache.
-        state.control_cache = {}
+        # A new model evaluation: ControlNet residuals and the reference bank depend on the step.
+        state.control_cache, state.window_control = {}, None
         num_frames = x.shape[0]
+        model = executor.class_obj.inner_model
+        ms = model.model_sampling
+        sigma = timestep[:1]
+        state.step_t = ms.timestep(sigma).to(device=x.device, dtype=torch.float32)
         if state.pose is not None:
-            if state.hints is None or state.hints.shape[0] != num_frames or state.hints.shape[-2:] != (
-                    x.shape[-2] * 8, x.shape[-1] * 8):
-                state.hints = prepare_hints(state.pose.frames, num_frames, x.shape[-2] * 8, x.shape[-1] * 8)
+            size = (x.shape[-2] * 8, x.shape[-1] * 8)
+            if state.hints is None or state.hints.shape[0] != num_frames or state.hints.shape[-2:] != size:
+                cn = state.pose.control_net
+                hints = prepare_hints(state.pose.frames, num_frames, *size).to(cn.manual_cast_dtype
+                                                                               or cn.control_model.dtype)
+                state.hints = hints.pin_memory() if x.device.type == "cuda" and torch.cuda.is_available() else hints
             # One window of all frames when the video fits in a segment (as the context handler does).
             state.control_uses = frame_counts(state.segments.windows(num_frames), num_frames)
+            hi, lo = state.sigma_range
+            state.bank_t = float(sigma[0])  # the one host-device synchronisation per step
+            state.control_active = lo <= state.bank_t <= hi
+        if state.appearance is not None:
+            if state.cond_context is not None:
+                _run_encoder(state, state.step_t, state.cond_context)
+                _project_reference(state, x.device, _compute_dtype(model))
+            else:
+                state.bank, state.kv = {}, {}  # filled by the first UNet call of this step
         return executor(x, timestep, model_options, seed)
 
     return wrapper

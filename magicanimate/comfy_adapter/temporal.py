@@ -18,6 +18,7 @@ from collections.abc import Callable
 import comfy.context_windows
 import comfy.model_patcher
 import comfy.model_sampling
+import comfy.ops
 import torch
 from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
@@ -28,7 +29,7 @@ from ..schedule import BETA_END, BETA_START, COMFY_BETA_SCHEDULE
 from .context import SegmentHandler, SegmentOptions
 
 __all__ = ["TemporalState", "make_model_sampling", "apply_temporal", "motion_targets", "joint_norm_targets",
-           "chunk_frames", "KEY"]
+           "chunk_frames", "joint_group_norm", "KEY"]
 
 KEY = "magicanimate"
 
@@ -83,6 +84,46 @@ def joint_norm_targets(diffusion_model: torch.nn.Module) -> list[torch.nn.Module
     return norms + [diffusion_model.out[0]]
 
 
+def joint_group_norm(norm: torch.nn.GroupNorm, x: torch.Tensor, frames: int) -> torch.Tensor:
+    """GroupNorm of ``x`` ``(chunks*f, C, h, w)`` with statistics over C/G x f x h x w per chunk (spec 2.2).
+
+    Equal to ``norm`` applied to the 5D ``(chunks, C, f, h, w)`` tensor, as the reference does, without its two
+    transposed copies: statistics are reduced over a view and ``y = x * scale + shift`` is written once, with
+    float32 statistics, scale and shift whatever ``x``'s dtype (as PyTorch's own GroupNorm kernel computes).
+    """
+    b, c, h, w = x.shape
+    g = norm.num_groups
+    x5 = x.view(b // frames, frames, g, c // g, h * w)
+    dims = (1, 3, 4)
+    if x.dtype == torch.float32:
+        var, mean = torch.var_mean(x5, dim=dims, correction=0, keepdim=True)
+    else:  # float32 accumulation without a float32 copy of x
+        mean = x5.mean(dim=dims, keepdim=True, dtype=torch.float32)
+        sq = torch.linalg.vector_norm(x5, 2, dim=dims, keepdim=True, dtype=torch.float32).square()
+        var = (sq / (frames * (c // g) * h * w) - mean.square()).clamp_min(0)
+    rstd = torch.rsqrt(var + norm.eps)
+    offload_stream = None
+    if getattr(norm, "comfy_cast_weights", False) or getattr(norm, "weight_function", None) or getattr(
+            norm, "bias_function", None):
+        weight, bias, offload_stream = comfy.ops.cast_bias_weight(norm, x, offloadable=True)
+    else:
+        weight, bias = norm.weight, norm.bias
+    scale = rstd if weight is None else rstd * weight.to(torch.float32).view(1, 1, g, c // g, 1)
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias.to(torch.float32).view(1, 1, g, c // g, 1)
+    if x.dtype == torch.float32:
+        out = torch.addcmul(shift, x5, scale)
+    elif torch.is_grad_enabled():
+        out = torch.addcmul(shift, x5.float(), scale).to(x.dtype)
+    else:  # computed in float32, written once in x's dtype
+        out = torch.empty_like(x5)
+        torch.addcmul(shift, x5, scale, out=out)
+    if offload_stream is not None:
+        comfy.ops.uncast_bias_weight(norm, weight, bias, offload_stream)
+    return out.view(b, c, h, w)
+
+
 def _joint_forward(norm: torch.nn.Module, state: TemporalState) -> Callable:
     original = norm.forward
 
@@ -90,10 +131,7 @@ def _joint_forward(norm: torch.nn.Module, state: TemporalState) -> Callable:
         f = state.frames
         if f is None or f <= 1 or x.ndim != 4:
             return original(x)
-        b, c, h, w = x.shape
-        # (chunks*f, C, h, w) -> (chunks, C, f, h, w): GroupNorm statistics over C/32 x f x h x w per chunk.
-        x5 = x.view(b // f, f, c, h, w).transpose(1, 2)
-        return original(x5).transpose(1, 2).reshape(b, c, h, w)
+        return joint_group_norm(norm, x, f)
 
     return forward
 
@@ -143,6 +181,18 @@ def _frames_wrapper(state: TemporalState) -> Callable:
     return wrapper
 
 
+def _positions_wrapper(motion: comfy.model_patcher.ModelPatcher) -> Callable:
+    def wrapper(executor, x, timestep, model_options=None, seed=None):
+        # Outside the compiled forward: the motion modules' position tables on the sampling device, in the UNet's
+        # compute dtype (a no-op after the first step; the module has no parameters, so low-VRAM loading leaves
+        # its table on the CPU).
+        model = executor.class_obj.inner_model
+        motion.model.prepare_positions(x.device, model.manual_cast_dtype or model.get_dtype())
+        return executor(x, timestep, model_options, seed)
+
+    return wrapper
+
+
 def apply_temporal(model: comfy.model_patcher.ModelPatcher, motion: comfy.model_patcher.ModelPatcher,
                    segments: SegmentOptions | None = None) -> comfy.model_patcher.ModelPatcher:
     """A clone of ``model`` that denoises videos (frames as batch) like MagicAnimate's 3D UNet.
@@ -161,6 +211,7 @@ def apply_temporal(model: comfy.model_patcher.ModelPatcher, motion: comfy.model_
     m.add_object_patch("model_sampling", make_model_sampling())
     m.set_injections(KEY, [_injection(state, motion)])
     m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, KEY + "_frames", _frames_wrapper(state))
+    m.add_wrapper_with_key(WrappersMP.PREDICT_NOISE, KEY + "_positions", _positions_wrapper(motion))
     m.set_additional_models(KEY + "_motion", [motion])
     set_segments(m, segments or SegmentOptions())
     return m
