@@ -23,11 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import comfy.controlnet
+import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_management
 import comfy.model_patcher
 import comfy.utils
 import torch
-from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
+from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import forward_timestep_embed, timestep_embedding
 from comfy.patcher_extension import WrappersMP
 
@@ -218,11 +219,12 @@ def _reference_replace(state: ConditioningState) -> Callable:
         key = (extra["block"][0], extra["block"][1], extra.get("block_index", 0))
         ref = state.kv.get(key)
         if ref is None:
-            return optimized_attention(q, k, v, extra["n_heads"], attn_precision=extra.get("attn_precision"))
+            return comfy_attention.optimized_attention(q, k, v, extra["n_heads"],
+                                                       attn_precision=extra.get("attn_precision"))
         k_ref, v_ref = ref
 
         def attention(q_, k_, v_, heads):
-            return optimized_attention(q_, k_, v_, heads, attn_precision=extra.get("attn_precision"))
+            return comfy_attention.optimized_attention(q_, k_, v_, heads, attn_precision=extra.get("attn_precision"))
 
         return reference_self_attention(q, k, v, k_ref, v_ref, extra["cond_or_uncond"], extra["n_heads"], attention)
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import comfy.context_windows
+import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_patcher
 import comfy.model_sampling
 import comfy.ops
 import torch
-from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
+from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 from comfy.patcher_extension import PatcherInjection, WrappersMP
 
@@ -58,7 +59,7 @@ class TemporalState:
 
     def __init__(self) -> None:
         self.frames: int | None = None
-        self.attention: Callable = optimized_attention
+        self.attention: Callable | None = None  # None: ComfyUI's optimized attention, looked up per call
 
     def __deepcopy__(self, memo: dict) -> TemporalState:
         return self
@@ -146,7 +147,7 @@ def _motion_forward(layer: torch.nn.Module, modules: comfy.model_patcher.ModelPa
         if f is None:
             return h
         module = modules.model.module_at(*where)
-        return module(h, f, state.attention)
+        return module(h, f, state.attention or comfy_attention.optimized_attention)
 
     return forward
 
