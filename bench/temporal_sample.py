@@ -45,6 +45,9 @@ def main() -> None:
     ap.add_argument("--config", choices=["full", "tiny"], default="full")
     ap.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--compile", default="none", help="torch.compile backend through core's TorchCompileModel wrapper")
+    ap.add_argument("--memory-cap-gib", type=float, default=None,
+                    help="cap the process with torch.cuda.set_per_process_memory_fraction")
     args = ap.parse_args()
 
     import torch
@@ -77,6 +80,9 @@ def main() -> None:
     encoder = load_appearance_encoder(str(work / "appearance_encoder"), dtype)
     control = load_densepose_controlnet(str(work / "densepose_controlnet"), dtype)
     device = comfy.model_management.get_torch_device()
+    if args.memory_cap_gib and torch.cuda.is_available():
+        total_mem = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total_mem))
     h = args.size // 8
     ctx = [[torch.zeros(1, 77, cfg["cross_attention_dim"]), {}]]
     segments = SegmentOptions()
@@ -89,6 +95,10 @@ def main() -> None:
         times = []
         for run in range(args.repeats + 1):
             model, _ = apply_conditioning(temporal.model, appearance, PoseCondition(control, poses), segments)
+            if args.compile != "none":
+                from comfy_api.torch_helpers.torch_compile import set_torch_compile_wrapper
+
+                set_torch_compile_wrapper(model, backend=args.compile)
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
@@ -97,7 +107,7 @@ def main() -> None:
                 sample_video(model, ctx, ctx, latent, noise, 1, args.steps, args.cfg)
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            if run:  # the first run is the warm-up
+            if run or args.repeats == 0:  # the first run is the warm-up (timed only when it is the only run)
                 times.append(time.perf_counter() - t0)
         seconds = statistics.median(times)
         windows = len(segments.windows(total))
@@ -105,7 +115,8 @@ def main() -> None:
         print(json.dumps({
             "bench": "temporal_sample", "config": args.config, "dtype": args.dtype, "device": str(device),
             "frames": frames, "padded_frames": total, "windows": windows, "size": [args.size, args.size],
-            "steps": args.steps, "cfg": args.cfg, "repeats": len(times), "seconds": round(seconds, 3),
+            "steps": args.steps, "cfg": args.cfg, "compile": args.compile,
+            "memory_cap_gib": args.memory_cap_gib, "repeats": len(times), "seconds": round(seconds, 3),
             "s_per_frame": round(seconds / frames, 4), "peak_gib": None if peak is None else round(peak, 2),
             "tflops": (round(flops(total, args.size, args.steps, windows, args.cfg) / seconds / 1e12, 2)
                        if args.config == "full" else None)}),

@@ -1,0 +1,275 @@
+"""Fake-GPU dry run: MagicAnimate's sampling on a fake CUDA device (``FakeTensorMode``) on a machine without a GPU.
+
+Fake tensors do no arithmetic, but a tensor on the wrong device or of the wrong dtype raises exactly as on a GPU, so
+this proves the CUDA path (fp16/bf16 weights, ComfyUI's CPU-side text context) end to end, and it counts FLOPs per
+network (``torch.utils.flop_counter``) and device memory (live fake CUDA storages, by category) per window.
+
+What runs for real: ComfyUI's CFG guider and reference-DDIM sampler, its context-window handler and every MagicAnimate
+wrapper and patch (motion modules, joint GroupNorm, reference attention, per-frame ControlNet cache), in the reference
+settings (16-frame windows, overlap 4, CFG 7.5). Scalar reads of fake tensors (``.item()``: sampler sigma checks,
+``count_nonzero``, the per-step sigma read) return 1: they only steer branches. What is built directly on the fake
+device instead of through the pack's file loaders: the three networks (random weights in the real layouts:
+ComfyUI's SD1.5 ``UNetModel`` twice and ``cldm.ControlNet``, plus the ``MotionModuleSet``), because loading
+real parameters and then moving them with ``Module.to()`` under fake mode fails ("Couldn't swap"). ComfyUI's model
+loading is replaced by ``patch_model`` without moving weights (they already live on the device);
+``get_torch_device`` says CUDA, free/total memory say the budget, and the text context stays on the CPU (ComfyUI's
+intermediate device) as on a real machine.
+
+    python bench/fake_gpu_dry_run.py                                  # full size, fp16+bf16, 8 and 24 GB, 48 frames
+    python bench/fake_gpu_dry_run.py --config tiny --frames 20 --size 64 --steps 1
+
+Prints one JSON line per (dtype, budget).
+
+STATUS (issue 13): work in progress. Not yet run to completion: the tiny run was still starting up on the shared
+2-core machine at the deadline. The memory figures are live-storage accounting, not MemTracker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import weakref
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+#: Reference FLOPs per output frame per step at 512x512 (spec section 7 cost table, 2 x MAC, both CFG halves,
+#: windows of 16 with overlap 4 -> 4/3 frame-instances per frame).
+TMAC_DENOISER, TMAC_REFERENCE, TMAC_CONTROLNET, TMAC_ENCODER = 0.55, 0.045, 0.14, 0.40
+
+
+def reference_flops_per_frame(frames: int, windows: int, size: int, steps: int) -> dict[str, float]:
+    scale = (size / 512) ** 2 * 2e12 * steps / frames
+    return {"unet": windows * 16 * (2 * TMAC_DENOISER + TMAC_REFERENCE) * scale,
+            "controlnet": frames * TMAC_CONTROLNET * scale, "appearance_encoder": TMAC_ENCODER * scale}
+
+
+class DeviceMemory:
+    """Live bytes of fake CUDA storages (weakref-tracked), with a running peak."""
+
+    def __init__(self) -> None:
+        self.live: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+
+    def track(self, t) -> None:
+        import torch
+
+        if not isinstance(t, torch.Tensor) or t.device.type != "cuda":
+            return
+        st = t.untyped_storage()
+        key = st._cdata
+        if key in self.live:
+            return
+        size = st.nbytes()
+        self.live[key] = size
+        self.current += size
+        self.peak = max(self.peak, self.current)
+        weakref.finalize(st, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self.current -= self.live.pop(key, 0)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", choices=["full", "tiny"], default="full")
+    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=1, help="sampler steps (every step costs the same)")
+    ap.add_argument("--dtypes", nargs="+", default=["fp16", "bf16"])
+    ap.add_argument("--budgets-gb", type=float, nargs="+", default=[8.0, 24.0])
+    args = ap.parse_args(argv)
+
+    import torch
+
+    if "comfy" not in sys.modules:
+        from comfy_env import bootstrap_inprocess, prepare_comfyui_copy
+
+        scratch = Path(tempfile.mkdtemp(prefix="ma-fake-"))
+        bootstrap_inprocess(prepare_comfyui_copy(scratch / "ComfyUI"), cpu=True)
+        sys.path.insert(1, str(REPO))
+    results = []
+    for dtype_name in args.dtypes:
+        for budget in args.budgets_gb:
+            results.append(run_one(args, {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name], budget))
+            print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def run_one(args, dtype, budget_gb: float) -> dict:
+    import comfy.cldm.cldm
+    import comfy.controlnet
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.ops
+    import comfy.supported_models
+    import torch
+    from fixtures.model_files import FULL, TINY
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import magicanimate.comfy_adapter.conditioning as conditioning
+    from magicanimate.comfy_adapter.conditioning import Appearance, PoseCondition, apply_conditioning
+    from magicanimate.comfy_adapter.context import SegmentOptions
+    from magicanimate.comfy_adapter.model_files import AppearanceEncoderModel, sd15_unet_config
+    from magicanimate.comfy_adapter.sampling import sample_video
+    from magicanimate.comfy_adapter.temporal import apply_temporal
+    from magicanimate.motion_module import MotionModule, MotionModuleSet
+    from magicanimate.schedule import ddim_sigmas
+    from magicanimate.windows import padded_length
+
+    cfg = FULL if args.config == "full" else TINY
+    chans, ctx_dim = cfg["block_out_channels"], cfg["cross_attention_dim"]
+    cuda = torch.device("cuda", 0)
+    budget = int(budget_gb * 1e9)
+    meta = {"conv_in.weight": torch.empty(chans[0], 4, 3, 3, device="meta"),
+            "down_blocks.0.attentions.0.proj_in.weight": torch.empty(chans[0], chans[0], 1, 1, device="meta"),
+            "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight":
+                torch.empty(chans[0], ctx_dim, device="meta")}
+    for i, c in enumerate(chans):
+        meta[f"down_blocks.{i}.resnets.0.conv2.weight"] = torch.empty(c, c, 3, 3, device="meta")
+    unet_config = sd15_unet_config(meta, "fake", "")
+    memory = DeviceMemory()
+
+    class Track(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, a=(), kw=None):
+            out = func(*a, **(kw or {}))
+            for t in tree_leaves(out):
+                memory.track(t)
+            return out
+
+    saved = {name: getattr(mm, name) for name in ("get_torch_device", "get_free_memory", "get_total_memory",
+                                                  "load_models_gpu", "unet_offload_device", "soft_empty_cache")}
+
+    def load_models_gpu(models, *a, **k):  # weights already live on the (fake) device: patch, inject, no move
+        for m in models:
+            if not m.is_injected:
+                m.patch_model(device_to=None, load_weights=False)
+
+    mm.get_torch_device = lambda: cuda
+    mm.unet_offload_device = lambda: cuda
+    mm.get_free_memory = lambda dev=None, torch_free_too=False: ((budget - memory.current,) * 2 if torch_free_too
+                                                                 else budget - memory.current)
+    mm.get_total_memory = lambda dev=None, torch_total_too=False: (budget, budget) if torch_total_too else budget
+    mm.load_models_gpu = load_models_gpu
+    mm.soft_empty_cache = lambda force=False: None
+    import comfy.sampler_helpers
+    comfy.sampler_helpers.comfy.model_management.load_models_gpu = load_models_gpu
+
+    flops: dict[str, float] = {"unet": 0.0, "motion_modules": 0.0, "controlnet": 0.0, "appearance_encoder": 0.0}
+    counter = FlopCounterMode(display=False)
+    window_peaks: list[int] = []
+    originals = {}
+
+    def attribute(name, fn):
+        def wrapped(*a, **k):
+            before = counter.get_total_flops()
+            try:
+                return fn(*a, **k)
+            finally:
+                flops[name] += counter.get_total_flops() - before
+        return wrapped
+
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    impls = torch._subclasses.fake_impls.op_implementations_dict
+    saved_item = {op: impls[op] for op in (torch.ops.aten.item.default, torch.ops.aten._local_scalar_dense.default)}
+
+    def scalar_read(fake_mode, func, arg):  # fake tensors hold no values; a scalar read only steers a branch
+        return True if arg.dtype == torch.bool else (1.0 if arg.dtype.is_floating_point else 1)
+
+    for op in saved_item:
+        impls[op] = scalar_read
+    try:
+        with fake, Track():
+            ops = comfy.ops.pick_operations(dtype, None)
+
+            def unet():
+                mc = comfy.supported_models.SD15(unet_config)
+                mc.set_inference_dtype(dtype, None)
+                model = mc.get_model({}, "", device=cuda)
+                return comfy.model_patcher.ModelPatcher(model, load_device=cuda, offload_device=cuda)
+
+            base, enc = unet(), unet()
+            weights = {"unet": sum(p.nbytes for p in base.model.parameters()),
+                       "appearance_encoder": sum(p.nbytes for p in enc.model.parameters())}
+            motion = comfy.model_patcher.ModelPatcher(MotionModuleSet(chans, ops=ops, dtype=dtype, device=cuda),
+                                                      load_device=cuda, offload_device=cuda)
+            weights["motion_modules"] = sum(p.nbytes for p in motion.model.parameters())
+            cn_cfg = dict(unet_config)
+            cn_cfg.pop("out_channels")
+            cn_cfg.update(operations=ops, dtype=dtype, device=cuda, hint_channels=3)
+            control_model = comfy.cldm.cldm.ControlNet(**cn_cfg)
+            weights["controlnet"] = sum(p.nbytes for p in control_model.parameters())
+            control = comfy.controlnet.ControlNet(control_model, load_device=cuda, manual_cast_dtype=None)
+            temporal = apply_temporal(base, motion)
+
+            frames = args.frames
+            total = padded_length(frames)
+            h = args.size // 8
+            segments = SegmentOptions()
+            windows = len(segments.windows(total))
+            # Inputs as the nodes hand them over: on the CPU (ComfyUI's intermediate device), float32.
+            poses = torch.rand(frames, args.size, args.size, 3)
+            ref = torch.randn(1, 4, h, h)
+            text = [[torch.randn(1, 77, ctx_dim), {}]]
+            neg = [[torch.randn(1, 77, ctx_dim), {}]]
+            noise = torch.randn(total, 4, h, h)
+            appearance = Appearance(AppearanceEncoderModel(enc, [], "fake"), ref)
+            model, state = apply_conditioning(temporal, appearance, PoseCondition(control, poses), segments,
+                                              on_window=lambda: window_peaks.append(memory.peak))
+            originals["cn"] = control_model.forward
+            control_model.forward = attribute("controlnet", control_model.forward)
+            originals["enc"] = conditioning._run_encoder
+            conditioning._run_encoder = attribute("appearance_encoder", conditioning._run_encoder)
+            originals["mm"] = MotionModule.forward
+            MotionModule.forward = attribute("motion_modules", MotionModule.forward)
+            weights_total = memory.current
+            memory.peak = memory.current
+            with counter:
+                out = sample_video(model, text, neg, torch.zeros(total, 4, h, h), noise, 0, 25, 7.5,
+                                   sigmas=ddim_sigmas(25)[:args.steps + 1])
+            assert out.shape == (total, 4, h, h)
+            flops["unet"] = counter.get_total_flops() - sum(v for k, v in flops.items() if k != "unet")
+            estimate = model.model.memory_required([2 * segments.length, 4, h, h])
+    finally:
+        impls.update(saved_item)
+        for name, fn in saved.items():
+            setattr(mm, name, fn)
+        if "cn" in originals:
+            control_model.forward = originals["cn"]
+        if "enc" in originals:
+            conditioning._run_encoder = originals["enc"]
+        if "mm" in originals:
+            MotionModule.forward = originals["mm"]
+    per_frame = {k: v / frames / args.steps for k, v in flops.items()}
+    ref_pf = reference_flops_per_frame(frames, windows, args.size, 1)
+    ours_unet = per_frame["unet"] + per_frame["motion_modules"]
+    gib = 2 ** 30
+    return {
+        "bench": "fake_gpu_dry_run", "config": args.config, "dtype": str(dtype).replace("torch.", ""),
+        "budget_gb": budget_gb, "device": "fake cuda:0", "frames": frames, "padded_frames": total, "windows": windows,
+        "size": args.size, "steps": args.steps, "windows_run": state.stats["windows"],
+        "controlnet_frames": state.stats["control_frames"], "encoder_runs": state.stats["encoder_runs"],
+        "weights_gib": {k: round(v / gib, 3) for k, v in weights.items()},
+        "peak_gib": {"weights": round(weights_total / gib, 3),
+                     "activations_and_caches": round((memory.peak - weights_total) / gib, 3),
+                     "total": round(memory.peak / gib, 3),
+                     "per_window": [round(p / gib, 3) for p in window_peaks[:8]]},
+        "comfy_memory_estimate_gib": round(estimate / gib, 3),
+        "tflop_per_frame": {k: round(v / 1e12, 4) for k, v in per_frame.items()},
+        "reference_tflop_per_frame": {k: round(v / 1e12, 4) for k, v in ref_pf.items()},
+        "ratio_to_reference": {"unet_with_motion": round(ours_unet / ref_pf["unet"], 3),
+                               "controlnet": round(per_frame["controlnet"] / ref_pf["controlnet"], 3),
+                               "appearance_encoder": round(per_frame["appearance_encoder"]
+                                                           / ref_pf["appearance_encoder"], 3)},
+    }
+
+
+if __name__ == "__main__":
+    main()
