@@ -10,6 +10,7 @@ import comfy.utils
 import latent_preview
 import torch
 
+from ..magicanimate.comfy_adapter.composition_checks import check_temporal_sample
 from ..magicanimate.comfy_adapter.conditioning import apply_conditioning
 from ..magicanimate.comfy_adapter.context import SegmentOptions
 from ..magicanimate.comfy_adapter.sampling import (
@@ -185,6 +186,7 @@ class TemporalSample(io.ComfyNode):
             eps = noise.generate_noise({"samples": start})
         else:
             eps = initial_noise(seed, start, noise_mode, period=segments.length)
+        check_temporal_sample(model, len(segments.windows(total)))  # core nodes on the MODEL: warn or refuse
         progress = _WindowProgress(len(segments.windows(total)))
         patched, _state = apply_conditioning(model, appearance, pose, segments, on_window=progress.window_done)
         progress.start(len(sigmas) - 1, patched)

@@ -34,6 +34,7 @@ from comfy.patcher_extension import WrappersMP
 
 from ..reference_attention import REFERENCE_BLOCKS, reference_self_attention
 from ..windows import frame_counts
+from .attention_chain import install_reference_attention
 from .context import SegmentOptions
 from .model_files import AppearanceEncoderModel
 from .temporal import KEY, set_segments
@@ -438,9 +439,8 @@ def apply_conditioning(model: comfy.model_patcher.ModelPatcher, appearance: Appe
     state = ConditioningState(appearance=appearance, pose=pose, segments=segments or SegmentOptions(),
                               attn1=_attn1_modules(dm), on_window=on_window)
     if appearance is not None:
-        replace = _reference_replace(state)
-        for kind, block, index in REFERENCE_BLOCKS:
-            m.set_model_attn1_replace(replace, kind, block, index)
+        # Chained into replaces other nodes put on these blocks (SAG, PAG), see attention_chain.
+        install_reference_attention(m, _reference_replace(state), list(REFERENCE_BLOCKS), KEY + "_attention")
     m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, KEY + "_conditioning", _diffusion_wrapper(state))
     m.add_wrapper_with_key(WrappersMP.PREDICT_NOISE, KEY + "_conditioning", _predict_noise_wrapper(state))
     m.add_wrapper_with_key(WrappersMP.CALC_COND_BATCH, KEY + "_conditioning", _calc_cond_batch_wrapper(state))

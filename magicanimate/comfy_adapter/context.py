@@ -7,12 +7,14 @@ shift, so the step is always 0) and list indexing is deprecated in torch (G4; a 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import comfy.context_windows as cw
 import torch
 
 from ..windows import segment_windows
+from .core_control import resize_conds_controls
 
 __all__ = ["SegmentOptions", "SegmentHandler", "FUSE_METHODS"]
 
@@ -66,12 +68,35 @@ def _schedule(num_frames: int, handler: SegmentHandler, model_options: dict) -> 
 class SegmentHandler(cw.IndexListContextHandler):
     """Context handler with MagicAnimate's fixed windows; frames are the batch dimension (dim 0)."""
 
+    #: Marks our handler (an ``isinstance`` test fails when the pack is imported twice under different names).
+    magicanimate_segments = True
+
     def __init__(self, options: SegmentOptions) -> None:
         fuse = cw.get_matching_fuse_method(FUSE_METHODS[options.fuse])
         super().__init__(cw.ContextSchedule("magicanimate", _schedule), fuse,
                          context_length=options.length, context_overlap=options.overlap,
                          closed_loop=options.closed_loop, dim=0)
         self.options = options
+        self._window_controls: dict = {}
+
+    def __deepcopy__(self, memo: dict) -> SegmentHandler:
+        # ModelPatcher.clone deep-copies model_options (G3): options are immutable, per-evaluation state is not kept.
+        new = SegmentHandler(self.options)
+        new.callbacks = copy.deepcopy(self.callbacks, memo)
+        return new
+
+    def execute(self, calc_cond_batch, model, conds, x_in, timestep, model_options):
+        self._window_controls = {}
+        try:
+            return super().execute(calc_cond_batch, model, conds, x_in, timestep, model_options)
+        finally:
+            self._window_controls = {}
+
+    def get_resized_cond(self, cond_in: list[dict], x_in: torch.Tensor, window: cw.IndexListContextWindow,
+                         device=None) -> list:
+        # Core ControlNets in the conds would get hint frames 0..L-1 in every window (B2): give them the window's.
+        resized = super().get_resized_cond(cond_in, x_in, window, device)
+        return resize_conds_controls(resized, window.index_list, self._window_controls)
 
     def set_step(self, timestep: torch.Tensor, model_options: dict) -> None:
         self._step = 0  # windows never shift between steps (spec section 6, item 3)

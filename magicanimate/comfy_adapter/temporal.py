@@ -27,6 +27,7 @@ from comfy.patcher_extension import PatcherInjection, WrappersMP
 
 from ..motion_module import MotionModuleSet, placements
 from ..schedule import BETA_END, BETA_START, COMFY_BETA_SCHEDULE
+from .composition_checks import install_core_sampler_check
 from .context import SegmentHandler, SegmentOptions
 
 __all__ = ["TemporalState", "make_model_sampling", "apply_temporal", "motion_targets", "joint_norm_targets",
@@ -214,6 +215,7 @@ def apply_temporal(model: comfy.model_patcher.ModelPatcher, motion: comfy.model_
     m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, KEY + "_frames", _frames_wrapper(state))
     m.add_wrapper_with_key(WrappersMP.PREDICT_NOISE, KEY + "_positions", _positions_wrapper(motion))
     m.set_additional_models(KEY + "_motion", [motion])
+    install_core_sampler_check(m, KEY + "_core_sampler_check", KEY + "_conditioning")
     set_segments(m, segments or SegmentOptions())
     return m
 
