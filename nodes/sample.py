@@ -26,6 +26,7 @@ from ..magicanimate.memory import check_run_fits
 from ..magicanimate.noise import NOISE_MODES
 from ..magicanimate.windows import padded_length
 from .api import CATEGORY, AppearanceType, PoseType, SegmentsType, io
+from .validation import check_widgets, refuse_invalid
 
 
 class _WindowProgress:
@@ -144,10 +145,18 @@ class TemporalSample(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, cfg=None, sampler_name=None, scheduler=None, denoise=None,
+                        noise_mode=None) -> bool | str:
+        return check_widgets(cls, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, denoise=denoise,
+                             noise_mode=noise_mode)
+
+    @classmethod
     def execute(cls, model, appearance, pose, positive, negative, seed: int = 1, steps: int = 25, cfg: float = 7.5,
                 sampler_name: str = REFERENCE_SAMPLER, scheduler: str = "normal", denoise: float = 1.0,
                 noise_mode: str = "tiled", segments: SegmentOptions | None = None, latent=None,
                 noise=None) -> io.NodeOutput:
+        refuse_invalid(cls, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
+                       denoise=denoise, noise_mode=noise_mode)
         segments = segments or SegmentOptions()
         frames = int(pose.frames.shape[0])
         if frames == 0:
