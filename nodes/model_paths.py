@@ -106,6 +106,14 @@ class Listing:
         return True
 
 
+def _entry(e: os.DirEntry) -> tuple[str, bool, bool]:
+    """(name, is a folder, is a file), both following links; a broken or looping link is neither."""
+    try:
+        return e.name, e.is_dir(), e.is_file()
+    except OSError:
+        return e.name, False, False
+
+
 def _walk_root(root: str, listing: Listing) -> None:
     """Add ``root``'s files and diffusers folders to ``listing``; loop-safe, at most MAX_DEPTH / MAX_ENTRIES."""
     seen: set[str] = set()
@@ -120,7 +128,7 @@ def _walk_root(root: str, listing: Listing) -> None:
             seen.add(real)
             listing.mtimes[path] = os.stat(path).st_mtime
             with os.scandir(path) as it:
-                children = sorted((e.name, e.is_dir(), e.is_file()) for e in it)
+                children = sorted(_entry(e) for e in it)
         except OSError:
             continue
         names = {name for name, _d, is_file in children if is_file}
@@ -193,9 +201,14 @@ def diffusers_folders(kind: str) -> list[str]:
 
 
 def describe(name: object, limit: int = 80) -> str:
-    """A model name as it may appear in a message: printable, quoted, at most ``limit`` characters."""
-    text = name if isinstance(name, str) else repr(name)
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    """A model name as a message may show it: quoted, printable, at most ``limit`` characters; an absolute name or one
+    with ``..`` is not echoed (decided from the text alone, never from what exists on disk)."""
+    if not isinstance(name, str):
+        return f"a {type(name).__name__} value"
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\", "~")) or ":" in name[:3] or ".." in parts:
+        return "a path outside the folder"
+    text = "".join(ch if ch.isprintable() else "?" for ch in name)
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 

@@ -21,9 +21,11 @@ _MODEL_COMBOS = {"temporal_checkpoint": "temporal", "appearance_encoder": "appea
 
 
 def _short(value: object, limit: int = 60) -> str:
+    """A widget value as a message shows it: strings quoted, everything printable, at most ``limit`` characters."""
     text = value if isinstance(value, str) else repr(value)
     text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return repr(text if len(text) <= limit else text[:limit] + "...")
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return repr(text) if isinstance(value, str) else text
 
 
 def widget_problems(node_cls, values: dict[str, object]) -> list[str]:
