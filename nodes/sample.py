@@ -28,6 +28,10 @@ from ..magicanimate.windows import padded_length
 from .api import CATEGORY, AppearanceType, PoseType, SegmentsType, io
 from .validation import check_widgets, refuse_invalid
 
+#: The reference DDIM's "leading" timesteps with steps_offset 1 reach t = steps for steps > 500, and the schedule has
+#: t = 0..999, so 999 is the most steps that work (as in diffusers' DDIMScheduler).
+MAX_STEPS = 999
+
 
 class _WindowProgress:
     """One progress bar over steps x windows; a latent preview of the first frame after every step."""
@@ -114,7 +118,7 @@ class TemporalSample(io.ComfyNode):
                 io.Int.Input("seed", default=1, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the initial noise: the same seed and settings give the same video; "
                                      "the reference demos use 1."),
-                io.Int.Input("steps", default=25, min=1, max=1000,
+                io.Int.Input("steps", default=25, min=1, max=MAX_STEPS,
                              tooltip="Number of denoising steps; the reference uses 25. Time grows in proportion."),
                 io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance scale (a factor): how strongly the video follows "

@@ -318,3 +318,29 @@ def test_crop_of_an_extreme_aspect_ratio_allocates_only_the_output(nodes, models
     assert grown_mb < 500, grown_mb
     bad_input_log("graph", "reference image 40000x2 with fit=crop", "runs: only the kept region is resampled",
                   outcome="handled")
+
+
+def test_declared_widget_maxima_work(nodes, models, bad_input_log):
+    """seed, steps, cfg, strength, segment length and overlap at their declared maxima (read from the schemas)."""
+    schedule = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.sampling"]
+    maxima = {}
+    for node_id in ("MagicAnimateTemporalSample", "MagicAnimatePoseControl", "MagicAnimateSegmentFuse"):
+        for inp in nodes[node_id].define_schema().inputs:
+            if getattr(inp, "max", None) is not None:
+                maxima[inp.id] = inp.max
+    for sampler in ("reference_ddim", "euler", "dpmpp_2m"):
+        sigmas = schedule.video_sigmas(models[0], sampler, "normal", maxima["steps"], 1.0)
+        assert len(sigmas) == maxima["steps"] + 1 and torch.isfinite(sigmas).all(), sampler
+        assert (sigmas[1:] < sigmas[:-1]).all(), sampler
+    segments = nodes["MagicAnimateSegmentFuse"].execute(length=maxima["length"], overlap=maxima["overlap"],
+                                                        closed_loop=True, fuse="pyramid").result[0]
+    pose = pose_of(nodes, models, viridis_frames(maxima["length"] + 1), strength=maxima["strength"])
+    out = nodes["MagicAnimateTemporalSample"].execute(
+        models[0], appearance_latent(models), pose, text_cond(), text_cond(), seed=maxima["seed"], steps=1,
+        cfg=maxima["cfg"], sampler_name="euler_ancestral", noise_mode="independent",
+        segments=segments).result[0]["samples"]
+    assert out.shape == (maxima["length"] + 1, 4, 8, 8) and torch.isfinite(out).all()
+    bad_input_log("graph", f"declared maxima: seed 2^64-1, steps {maxima['steps']}, cfg {maxima['cfg']}, strength "
+                  f"{maxima['strength']}, segment length {maxima['length']} / overlap {maxima['overlap']}",
+                  "runs (steps 1000 was lowered to 999: the reference DDIM's timestep 1000 does not exist)",
+                  outcome="handled")
