@@ -6,6 +6,7 @@ from ..magicanimate.comfy_adapter.conditioning import Appearance
 from ..magicanimate.errors import MagicAnimateError
 from ..magicanimate.frames import FIT_MODES, fit_images
 from .api import CATEGORY, AppearanceEncoderType, AppearanceType, io
+from .validation import check_widgets, refuse_invalid
 
 
 class AppearanceEncode(io.ComfyNode):
@@ -36,8 +37,13 @@ class AppearanceEncode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, fit=None) -> bool | str:
+        return check_widgets(cls, fit=fit)
+
+    @classmethod
     def execute(cls, appearance_encoder, vae, image, fit: str = "stretch", width: int = 512,
                 height: int = 512) -> io.NodeOutput:
+        refuse_invalid(cls, fit=fit, width=width, height=height)
         if width % 8 or height % 8:
             raise MagicAnimateError(f"AppearanceEncode: width and height must be multiples of 8, got "
                                     f"{width}x{height}; use {max(8, round(width / 8) * 8)}x"

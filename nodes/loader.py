@@ -8,6 +8,7 @@ from ..magicanimate.comfy_adapter.loading import load_temporal_model
 from ..magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
 from . import model_paths
 from .api import CATEGORY, AppearanceEncoderType, io
+from .validation import check_widgets, refuse_invalid
 
 DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -21,14 +22,14 @@ class LoadMagicAnimate(io.ComfyNode):
                         "(SD1.5 + motion modules) as a MODEL, the appearance encoder and the DensePose ControlNet. "
                         "Feed them to Appearance Encode, Pose Control and Temporal Sample.",
             inputs=[
-                io.Combo.Input("temporal_checkpoint", options=model_paths.temporal_files(),
+                io.Combo.Input("temporal_checkpoint", options=model_paths.names("temporal"),
                                tooltip="File in models/magicanimate/: temporal_attention.ckpt (the whole temporal "
                                        "UNet, 5.1 GB) or a motion-module-only file (then connect an SD1.5 model "
                                        "below for the spatial weights)."),
-                io.Combo.Input("appearance_encoder", options=model_paths.diffusers_folders("appearance"),
+                io.Combo.Input("appearance_encoder", options=model_paths.names("appearance"),
                                tooltip="Folder in models/magicanimate/ with the appearance encoder's config.json and "
                                        "diffusion_pytorch_model.safetensors (about 3.4 GB)."),
-                io.Combo.Input("densepose_controlnet", options=model_paths.diffusers_folders("densepose"),
+                io.Combo.Input("densepose_controlnet", options=model_paths.names("controlnet"),
                                tooltip="Folder in models/magicanimate/ with the DensePose ControlNet's config.json "
                                        "and diffusion_pytorch_model.safetensors (about 1.4 GB)."),
                 io.Combo.Input("weight_dtype", options=list(DTYPES), default="auto",
@@ -45,11 +46,21 @@ class LoadMagicAnimate(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, temporal_checkpoint=None, appearance_encoder=None, densepose_controlnet=None,
+                        weight_dtype=None) -> bool | str:
+        return check_widgets(cls, temporal_checkpoint=temporal_checkpoint, appearance_encoder=appearance_encoder,
+                             densepose_controlnet=densepose_controlnet, weight_dtype=weight_dtype)
+
+    @classmethod
     def execute(cls, temporal_checkpoint: str, appearance_encoder: str, densepose_controlnet: str,
                 weight_dtype: str = "auto", model=None) -> io.NodeOutput:
+        refuse_invalid(cls, weight_dtype=weight_dtype)
+        # Resolve all three before loading anything: a bad name costs no memory.
+        paths = [model_paths.resolve(temporal_checkpoint, "temporal"),
+                 model_paths.resolve(appearance_encoder, "appearance"),
+                 model_paths.resolve(densepose_controlnet, "controlnet")]
         dtype = DTYPES[weight_dtype]
-        loaded = load_temporal_model(model_paths.resolve(temporal_checkpoint), dtype, base_model=model)
-        encoder = load_appearance_encoder(model_paths.resolve(appearance_encoder),
-                                          dtype or loaded.model.model.get_dtype())
-        control = load_densepose_controlnet(model_paths.resolve(densepose_controlnet), dtype)
+        loaded = load_temporal_model(paths[0], dtype, base_model=model)
+        encoder = load_appearance_encoder(paths[1], dtype or loaded.model.model.get_dtype())
+        control = load_densepose_controlnet(paths[2], dtype)
         return io.NodeOutput(loaded.model, encoder, control)

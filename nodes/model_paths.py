@@ -1,8 +1,19 @@
-"""``models/magicanimate/`` registered with ComfyUI's folder_paths (so extra_model_paths.yaml entries work too)."""
+"""``models/magicanimate/`` registered with ComfyUI's folder_paths, its listing, and the one resolver for model names.
+
+A model name that reaches a node is hostile (``/prompt`` accepts any JSON): it is only ever used as a key into the
+listing of the registered ``magicanimate`` folders, never joined to a path. The listing is walked with symlinks
+followed (a link the user placed there works wherever it points) but loop-safe (real paths tracked), bounded in depth
+and entries, and cached until a walked folder's (or a config.json's) mtime changes, like core
+``folder_paths.get_filename_list``; so a bad folder can only slow the listing itself.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import threading
+from dataclasses import dataclass, field
 
 import folder_paths
 
@@ -10,6 +21,24 @@ FOLDER = "magicanimate"
 CHECKPOINT_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
                 "diffusion_pytorch_model.bin")
+KINDS = ("temporal", "appearance", "controlnet")
+
+#: Bounds of one walk (per root): folders deeper than MAX_DEPTH below the root and entries past MAX_ENTRIES are skipped.
+MAX_DEPTH = 8
+MAX_ENTRIES = 20_000
+#: A config.json larger than this is not a diffusers config (the real ones are ~2 kB).
+MAX_CONFIG_BYTES = 1 << 20
+
+log = logging.getLogger("MagicAnimate")
+
+_WHAT = {
+    "temporal": ("a temporal checkpoint", "temporal_attention.ckpt (or a motion-module file)"),
+    "appearance": ("an appearance-encoder folder",
+                   "the appearance_encoder folder (config.json of a UNet + diffusion_pytorch_model.safetensors)"),
+    "controlnet": ("a DensePose ControlNet folder",
+                   "the densepose_controlnet folder (config.json of a ControlNet + "
+                   "diffusion_pytorch_model.safetensors)"),
+}
 
 
 def register() -> None:
@@ -26,43 +55,182 @@ def roots() -> list[str]:
     return [p for p in folder_paths.get_folder_paths(FOLDER) if os.path.isdir(p)]
 
 
-def _model_dirs(root: str) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        if "config.json" in filenames and any(w in filenames for w in WEIGHT_FILES):
-            found.append(os.path.relpath(dirpath, root))
-    return found
+def config_kind(config: object) -> str | None:
+    """"controlnet", "appearance" (a UNet) or None for a parsed diffusers ``config.json``.
+
+    Decided by ``_class_name`` and by keys only a ControlNet (``conditioning_embedding_out_channels``,
+    ``controlnet_conditioning_channel_order``) or a UNet (``down_block_types`` with ``cross_attention_dim``) has; a
+    VAE, a text encoder or a scheduler config is neither.
+    """
+    if not isinstance(config, dict):
+        return None
+    cls = config.get("_class_name")
+    cls = cls if isinstance(cls, str) else ""
+    if ("ControlNet" in cls or "conditioning_embedding_out_channels" in config
+            or "controlnet_conditioning_channel_order" in config):
+        return "controlnet"
+    if cls.endswith(("UNet2DConditionModel", "UNet3DConditionModel", "AppearanceEncoderModel")) or (
+            "down_block_types" in config and "cross_attention_dim" in config):
+        return "appearance"
+    return None
 
 
-def diffusers_folders(kind: str) -> list[str]:
-    """Folders under models/magicanimate holding config.json + weights; ``kind`` names first (e.g. appearance)."""
-    names = sorted({d for r in roots() for d in _model_dirs(r)})
-    return sorted(names, key=lambda n: (kind not in n.lower(), n))
+def _read_config_kind(path: str) -> str | None:
+    try:
+        if os.path.getsize(path) > MAX_CONFIG_BYTES:
+            return None
+        with open(path, encoding="utf-8") as fh:
+            return config_kind(json.load(fh))
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class Listing:
+    """One walk of the registered folders: name -> path per kind, and the mtimes that keep it valid."""
+
+    roots: tuple[str, ...]
+    entries: dict[str, dict[str, str]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    mtimes: dict[str, float] = field(default_factory=dict)
+    truncated: bool = False
+
+    def still_valid(self, current_roots: tuple[str, ...]) -> bool:
+        if current_roots != self.roots:
+            return False
+        for path, mtime in self.mtimes.items():
+            try:
+                if os.stat(path).st_mtime != mtime:
+                    return False
+            except OSError:
+                return False
+        return True
+
+
+def _entry(e: os.DirEntry) -> tuple[str, bool, bool]:
+    """(name, is a folder, is a file), both following links; a broken or looping link is neither."""
+    try:
+        return e.name, e.is_dir(), e.is_file()
+    except OSError:
+        return e.name, False, False
+
+
+def _walk_root(root: str, listing: Listing) -> None:
+    """Add ``root``'s files and diffusers folders to ``listing``; loop-safe, at most MAX_DEPTH / MAX_ENTRIES."""
+    seen: set[str] = set()
+    stack: list[tuple[str, str, int]] = [(root, "", 0)]  # (path as reached, name relative to root, depth)
+    count = 0
+    while stack:
+        path, rel, depth = stack.pop()
+        try:
+            real = os.path.realpath(path)
+            if real in seen:
+                continue
+            seen.add(real)
+            listing.mtimes[path] = os.stat(path).st_mtime
+            with os.scandir(path) as it:
+                children = sorted(_entry(e) for e in it)
+        except OSError:
+            continue
+        names = {name for name, _d, is_file in children if is_file}
+        if "config.json" in names and any(w in names for w in WEIGHT_FILES):
+            cfg = os.path.join(path, "config.json")
+            try:
+                listing.mtimes[cfg] = os.stat(cfg).st_mtime
+            except OSError:
+                pass
+            kind = _read_config_kind(cfg)
+            if kind is not None and rel:
+                listing.entries[kind][rel] = path
+            continue  # a diffusers folder: its weight files are not temporal checkpoints
+        subdirs = []
+        for name, is_dir, is_file in children:
+            count += 1
+            if count > MAX_ENTRIES:
+                listing.truncated = True
+                return
+            child_rel = f"{rel}/{name}" if rel else name
+            if is_file and name.lower().endswith(CHECKPOINT_EXTENSIONS):
+                listing.entries["temporal"][child_rel] = os.path.join(path, name)
+            elif is_dir and depth < MAX_DEPTH:
+                subdirs.append((os.path.join(path, name), child_rel, depth + 1))
+            elif is_dir:
+                listing.truncated = True
+        stack.extend(reversed(subdirs))
+
+
+_cache: Listing | None = None
+_lock = threading.Lock()
+
+
+def listing() -> Listing:
+    """The cached listing of every registered ``magicanimate`` folder, walked again only when something changed."""
+    global _cache
+    with _lock:
+        current = tuple(roots())
+        if _cache is not None and _cache.still_valid(current):
+            return _cache
+        fresh = Listing(roots=current)
+        for root in current:
+            _walk_root(root, fresh)
+        if fresh.truncated:
+            log.warning("MagicAnimate: the models/magicanimate listing stopped after %d entries or %d folder levels; "
+                        "move unrelated files out of that folder.", MAX_ENTRIES, MAX_DEPTH)
+        _cache = fresh
+        return fresh
+
+
+def _sorted(names: list[str], hint: str) -> list[str]:
+    return sorted(names, key=lambda n: (hint not in n.lower(), n))
+
+
+def names(kind: str) -> list[str]:
+    """Dropdown options for ``kind`` ("temporal", "appearance" or "controlnet"), likely ones first."""
+    hint = {"temporal": "temporal", "appearance": "appearance", "controlnet": "densepose"}[kind]
+    return _sorted(list(listing().entries[kind]), hint)
 
 
 def temporal_files() -> list[str]:
     """Checkpoint files under models/magicanimate that are not inside a diffusers folder."""
-    out = set()
-    for root in roots():
-        skip = {os.path.join(root, d) for d in _model_dirs(root)}
-        for dirpath, _dirs, filenames in os.walk(root, followlinks=True):
-            if dirpath in skip:
-                continue
-            for fn in filenames:
-                if fn.lower().endswith(CHECKPOINT_EXTENSIONS):
-                    out.add(os.path.relpath(os.path.join(dirpath, fn), root))
-    return sorted(out, key=lambda n: ("temporal" not in n.lower(), n))
+    return names("temporal")
 
 
-def resolve(name: str) -> str:
-    """Absolute path of a listed file or folder; a clear error if it is gone."""
-    for root in roots():
-        path = os.path.join(root, name)
-        if os.path.exists(path):
+def diffusers_folders(kind: str) -> list[str]:
+    """Folders under models/magicanimate whose config.json describes ``kind``: "appearance" (a UNet) or
+    "densepose"/"controlnet" (a ControlNet)."""
+    return names("controlnet" if kind in ("densepose", "controlnet") else "appearance")
+
+
+def describe(name: object, limit: int = 80) -> str:
+    """A model name as a message may show it: quoted, printable, at most ``limit`` characters; an absolute name or one
+    with ``..`` is not echoed (decided from the text alone, never from what exists on disk)."""
+    if not isinstance(name, str):
+        return f"a {type(name).__name__} value"
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\", "~")) or ":" in name[:3] or ".." in parts:
+        return "a path outside the folder"
+    text = "".join(ch if ch.isprintable() else "?" for ch in name)
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def refusal(kind: str, name: object, where: str = "") -> str:
+    """The one message for any model name that is not in the listing (says nothing about paths elsewhere)."""
+    what, hint = _WHAT[kind]
+    prefix = f"{where}: " if where else ""
+    return (f"{prefix}{describe(name)} is not {what} listed in models/magicanimate. Pick one from the list (press R "
+            f"to refresh it after adding files), or put {hint} in ComfyUI/models/magicanimate/.")
+
+
+def is_listed(kind: str, name: object) -> bool:
+    return isinstance(name, str) and name in listing().entries[kind]
+
+
+def resolve(name: object, kind: str = "temporal", where: str = "Load MagicAnimate") -> str:
+    """Path of the listed ``kind`` entry called ``name``; a ``CheckpointError`` (a ``MagicAnimateError``) for anything
+    else."""
+    if isinstance(name, str):
+        path = listing().entries[kind].get(name)
+        if path is not None and os.path.exists(path):
             return path
-    from ..magicanimate.errors import MagicAnimateError
+    from ..magicanimate.errors import CheckpointError
 
-    raise MagicAnimateError(f"'{name}' was not found under any models/magicanimate folder "
-                            f"({', '.join(roots()) or folder_paths.models_dir + '/magicanimate'}); "
-                            "put the MagicAnimate files there and refresh.")
+    raise CheckpointError(refusal(kind, name, where))

@@ -9,6 +9,7 @@ from ..magicanimate.densepose import densepose_style_report
 from ..magicanimate.errors import MagicAnimateError
 from ..magicanimate.frames import FIT_MODES, to_rgb
 from .api import CATEGORY, PoseType, io
+from .validation import check_widgets, refuse_invalid
 
 
 class PoseControl(io.ComfyNode):
@@ -40,8 +41,13 @@ class PoseControl(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, strength=None, start_percent=None, end_percent=None, fit=None) -> bool | str:
+        return check_widgets(cls, strength=strength, start_percent=start_percent, end_percent=end_percent, fit=fit)
+
+    @classmethod
     def execute(cls, control_net, pose_frames, strength: float = 1.0, start_percent: float = 0.0,
                 end_percent: float = 1.0, fit: str = "stretch") -> io.NodeOutput:
+        refuse_invalid(cls, strength=strength, start_percent=start_percent, end_percent=end_percent, fit=fit)
         if pose_frames.ndim != 4 or pose_frames.shape[0] == 0:
             raise MagicAnimateError("PoseControl: pose_frames is empty; connect a DensePose video's frames "
                                     "(e.g. LoadVideo -> GetVideoComponents).")

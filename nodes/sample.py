@@ -27,6 +27,11 @@ from ..magicanimate.memory import check_run_fits
 from ..magicanimate.noise import NOISE_MODES
 from ..magicanimate.windows import padded_length
 from .api import CATEGORY, AppearanceType, PoseType, SegmentsType, io
+from .validation import check_widgets, refuse_invalid
+
+#: The reference DDIM's "leading" timesteps with steps_offset 1 reach t = steps for steps > 500, and the schedule has
+#: t = 0..999, so 999 is the most steps that work (as in diffusers' DDIMScheduler).
+MAX_STEPS = 999
 
 
 class _WindowProgress:
@@ -114,7 +119,7 @@ class TemporalSample(io.ComfyNode):
                 io.Int.Input("seed", default=1, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the initial noise: the same seed and settings give the same video; "
                                      "the reference demos use 1."),
-                io.Int.Input("steps", default=25, min=1, max=1000,
+                io.Int.Input("steps", default=25, min=1, max=MAX_STEPS,
                              tooltip="Number of denoising steps; the reference uses 25. Time grows in proportion."),
                 io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance scale (a factor): how strongly the video follows "
@@ -145,10 +150,18 @@ class TemporalSample(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, cfg=None, sampler_name=None, scheduler=None, denoise=None,
+                        noise_mode=None) -> bool | str:
+        return check_widgets(cls, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, denoise=denoise,
+                             noise_mode=noise_mode)
+
+    @classmethod
     def execute(cls, model, appearance, pose, positive, negative, seed: int = 1, steps: int = 25, cfg: float = 7.5,
                 sampler_name: str = REFERENCE_SAMPLER, scheduler: str = "normal", denoise: float = 1.0,
                 noise_mode: str = "tiled", segments: SegmentOptions | None = None, latent=None,
                 noise=None) -> io.NodeOutput:
+        refuse_invalid(cls, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
+                       denoise=denoise, noise_mode=noise_mode)
         segments = segments or SegmentOptions()
         frames = int(pose.frames.shape[0])
         if frames == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..magicanimate.comfy_adapter.context import FUSE_METHODS, SegmentOptions
 from .api import CATEGORY, SegmentsType, io
+from .validation import check_widgets, refuse_invalid
 
 
 class SegmentFuse(io.ComfyNode):
@@ -32,10 +33,15 @@ class SegmentFuse(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, fuse=None) -> bool | str:
+        return check_widgets(cls, fuse=fuse)
+
+    @classmethod
     def execute(cls, length: int = 16, overlap: int = 4, closed_loop: bool = True,
                 fuse: str = "average") -> io.NodeOutput:
         from ..magicanimate.errors import MagicAnimateError
 
+        refuse_invalid(cls, length=length, overlap=overlap, fuse=fuse)
         try:
             return io.NodeOutput(SegmentOptions(length, overlap, closed_loop, fuse))
         except ValueError as exc:

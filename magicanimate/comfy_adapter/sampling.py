@@ -14,10 +14,12 @@ import comfy.samplers
 import comfy.utils
 import torch
 
+from ..errors import MagicAnimateError
 from ..noise import video_noise
 from ..schedule import ddim_sigmas, pure_noise_scale
 
-__all__ = ["REFERENCE_SAMPLER", "sampler_names", "video_sigmas", "initial_noise", "sample_video"]
+__all__ = ["REFERENCE_SAMPLER", "sampler_names", "video_sigmas", "initial_noise", "sample_video",
+           "NonFiniteLatentError"]
 
 REFERENCE_SAMPLER = "reference_ddim"
 
@@ -62,4 +64,28 @@ def sample_video(model: comfy.model_patcher.ModelPatcher, positive: list, negati
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)
-    return guider.sample(noise, latent, sampler, sigmas, callback=callback, disable_pbar=disable_pbar, seed=seed)
+    total = len(sigmas) - 1
+
+    def checked(step: int, x0: torch.Tensor, x: torch.Tensor, total_steps: int) -> None:
+        # One reduction and one host sync per step: a NaN/Inf stops the run here, not as a black video at the end.
+        if not bool(torch.isfinite(x0).all()):
+            raise NonFiniteLatentError(step + 1, total_steps)
+        if callback is not None:
+            callback(step, x0, x, total_steps)
+
+    out = guider.sample(noise, latent, sampler, sigmas, callback=checked, disable_pbar=disable_pbar, seed=seed)
+    if not bool(torch.isfinite(out).all()):
+        raise NonFiniteLatentError(total, total)
+    return out
+
+
+class NonFiniteLatentError(MagicAnimateError):
+    """The denoised video became NaN/Inf at a sampling step (the message names the step and the likely causes)."""
+
+    def __init__(self, step: int, total: int) -> None:
+        self.step = step
+        super().__init__(
+            f"TemporalSample: the video latent became NaN/Inf at step {step} of {total}, so the result would be a "
+            "black video; the run was stopped. Likely causes: half precision overflowing on this device (set "
+            "weight_dtype to bf16 or fp32 in Load MagicAnimate), an extreme cfg, or NaN/Inf in an input (the "
+            "reference image, the pose frames, the latent, or a model's weights). Check those and run again.")

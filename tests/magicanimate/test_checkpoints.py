@@ -90,3 +90,120 @@ def test_broken_and_wrong_files_name_the_file(tmp_path):
 
 def test_strip_prefixes():
     assert list(strip_prefixes({"module.unet.a": torch.zeros(1)})) == ["a"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bounded loading, no bytes quoted, non-finite weights
+# ---------------------------------------------------------------------------------------------------------------------
+
+SECRET = "SECRET-7f3a9c-TOKEN"
+
+
+def _compressed_zip_checkpoint(path, megabytes):
+    """A torch zip checkpoint whose 'data/0' record is deflated: ``megabytes`` of zeros in a file of some 100 kB."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(megabytes * 2**18)}, buf)
+    buf.seek(0)
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+
+
+def _peak_rss_after(fn):
+    """(result or exception, growth of the peak RSS in bytes) of ``fn()``; the peak is reset first (Linux)."""
+    def read(field):
+        for line in open("/proc/self/status").read().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(field)
+
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    before = read("VmRSS:")
+    try:
+        out = fn()
+    except Exception as exc:  # noqa: BLE001 - returned for the caller to check
+        out = exc
+    return out, read("VmHWM:") - before
+
+
+def test_compressed_zip_record_is_refused_before_it_is_inflated(tmp_path):
+    path = tmp_path / "bomb.ckpt"
+    _compressed_zip_checkpoint(path, 256)
+    size = path.stat().st_size
+    assert size < 2**20
+    err, growth = _peak_rss_after(lambda: read_state_dict(path))
+    assert isinstance(err, CheckpointError) and "compressed records" in str(err) and "bomb.ckpt" in str(err), err
+    assert growth < max(2 * size, 8 * 2**20), growth   # 256 MB if it had been inflated
+
+
+def test_zip_checkpoints_are_memory_mapped(tmp_path):
+    path = tmp_path / "big.ckpt"
+    torch.save({"w": torch.ones(64 * 2**18)}, path)   # 64 MB
+    sd = read_state_dict(path)
+    assert torch.equal(sd["w"][:4], torch.ones(4))
+    assert sd["w"].untyped_storage().filename == str(path)   # a view of the file, not a copy in RAM
+
+
+@pytest.mark.parametrize("case", ["length beyond file", "offsets beyond file", "shape bigger than range",
+                                  "not json", "entry not a dict", "sizes overlap the file"])
+def test_safetensors_header_that_does_not_add_up_is_refused(tmp_path, case):
+    import json
+    import struct
+
+    entry = {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}
+    header, data = {"w": entry}, b"\0" * 16
+    if case == "offsets beyond file":
+        header = {"w": {"dtype": "F32", "shape": [2**30], "data_offsets": [0, 2**32]}}
+    elif case == "shape bigger than range":
+        header = {"w": {"dtype": "F32", "shape": [2**20], "data_offsets": [0, 16]}}
+    elif case == "entry not a dict":
+        header = {"w": [SECRET]}
+    elif case == "sizes overlap the file":
+        header = {"a": entry, "b": dict(entry), "c": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}
+    raw = json.dumps(header).encode()
+    if case == "not json":
+        raw = (SECRET + " {").encode()
+    blob = struct.pack("<Q", len(raw) if case != "length beyond file" else 2**40) + raw + data
+    path = tmp_path / "lying.safetensors"
+    path.write_bytes(blob)
+    with pytest.raises(CheckpointError) as info:
+        read_state_dict(path)
+    assert "lying.safetensors" in str(info.value) and SECRET not in str(info.value)
+
+
+def test_messages_never_quote_bytes_of_the_file(tmp_path, caplog):
+    """Files that are secrets, not checkpoints: no message or log line shows their content."""
+    files = {
+        "secret.ckpt": f"c{SECRET}\n{SECRET}\n(tR.".encode(),                # a pickle GLOBAL naming the secret
+        "secret_text.ckpt": f"password={SECRET}\n".encode(),
+        "secret.pt": b"\x80\x02" + f"X\x13\x00\x00\x00{SECRET}.".encode(),   # a pickle of the secret string
+        "secret.safetensors": b"\x40\x00\x00\x00\x00\x00\x00\x00" + f'{{"{SECRET}": 1}}'.encode().ljust(64),
+    }
+    caplog.set_level("DEBUG")
+    for name, content in files.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(CheckpointError) as info:
+            read_state_dict(path)
+        assert SECRET not in str(info.value) and name in str(info.value), info.value
+        assert SECRET not in repr(info.value.__cause__) and info.value.__cause__ is None
+    assert SECRET not in caplog.text
+
+
+@pytest.mark.parametrize("fmt", ["ckpt", "safetensors"])
+def test_non_finite_weights_are_refused_naming_file_and_tensor(tmp_path, fmt):
+    import safetensors.torch
+
+    sd = {"conv_in.weight": torch.ones(4, 4), "down_blocks.0.norm.weight": torch.ones(8)}
+    sd["down_blocks.0.norm.weight"][3] = float("nan") if fmt == "ckpt" else float("inf")
+    path = tmp_path / f"nan_model.{fmt}"
+    if fmt == "ckpt":
+        torch.save(sd, path)
+    else:
+        safetensors.torch.save_file(sd, str(path))
+    with pytest.raises(CheckpointError, match=r"nan_model\.\w+: tensor down_blocks\.0\.norm\.weight holds NaN or Inf"):
+        read_state_dict(path)

@@ -2,7 +2,8 @@
 
 Every test that feeds the pack a bad input records the input and the exact message it got with :func:`record`.
 ``MA_WRITE_BAD_INPUTS=1 pytest tests/reliability`` rewrites ``tests/reliability/BAD_INPUTS.md`` from what was observed
-(temporary paths shown as ``<tmp>/``); without it, the session only reports rows missing from that file.
+(temporary paths shown as ``<tmp>/``); ``MA_WRITE_BAD_INPUTS=merge`` (after running only some of the tests) updates the
+rows it observed and keeps the others; without it, the session only reports rows missing from that file.
 """
 
 from __future__ import annotations
@@ -60,12 +61,29 @@ def _table() -> str:
     return "\n".join(lines)
 
 
+def _rows(text: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """The rows of a BAD_INPUTS.md written by :func:`_table`, keyed like ``_LOG``."""
+    titles = {title: area for area, title in _AREAS.items()}
+    rows, area = {}, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            area = titles.get(line[3:].strip())
+        elif area and line.startswith("| ") and not line.startswith(("| bad input |", "|---")):
+            cells = [c.replace("\\|", "|").strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+            if len(cells) == 3:
+                rows[(area, cells[0])] = (cells[1], cells[2])
+    return rows
+
+
 @pytest.fixture(scope="session", autouse=True)
 def bad_input_log():
     yield record
     if not _LOG:
         return
-    if os.environ.get("MA_WRITE_BAD_INPUTS") == "1":
+    if os.environ.get("MA_WRITE_BAD_INPUTS") == "merge":   # after running only some tests: keep the other rows
+        for key, value in _rows(BAD_INPUTS_MD.read_text(encoding="utf-8") if BAD_INPUTS_MD.is_file() else "").items():
+            _LOG.setdefault(key, value)
+    if os.environ.get("MA_WRITE_BAD_INPUTS") in ("1", "merge"):
         BAD_INPUTS_MD.write_text(_table(), encoding="utf-8")
         return
     current = BAD_INPUTS_MD.read_text(encoding="utf-8") if BAD_INPUTS_MD.is_file() else ""

@@ -286,3 +286,61 @@ def test_10000_frames_that_fit_are_streamed_window_by_window(nodes, models, monk
     bad_input_log("graph", "10,000-frame request at 64x64 (fits)",
                   f"runs: 834 windows one after another (first windows after {elapsed:.0f} s; interrupted by the test)",
                   outcome="handled")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Non-finite values and extreme aspect ratios
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_nan_during_sampling_stops_the_run_naming_the_step(nodes, models, bad_input_log):
+    appearance = appearance_latent(models)
+    appearance.latent[0, :, 2:4, 2:4] = float("nan")   # e.g. an overflowed fp16 encode: NaN reaches the UNet
+    pose = pose_of(nodes, models, viridis_frames(2))
+    message = refused(bad_input_log, "NaN reaching the latents during sampling (reference latent with NaN)",
+                      lambda: sample(nodes, models, appearance, pose, steps=2), "NaN/Inf at step 1 of 2",
+                      "weight_dtype")
+    assert "black video" in message
+
+
+def test_crop_of_an_extreme_aspect_ratio_allocates_only_the_output(nodes, models, random_vae, bad_input_log):
+    def status(field):
+        line = next(x for x in open("/proc/self/status").read().splitlines() if x.startswith(field))
+        return int(line.split()[1]) / 1024
+
+    strip = torch.rand(1, 2, 40_000, 3)                 # scaling this to cover 64x64 first would take 1.2 GB
+    with open("/proc/self/clear_refs", "w") as fh:     # reset the peak RSS (Linux)
+        fh.write("5")
+    before = status("VmRSS:")
+    appearance = reference(nodes, models, random_vae, strip, fit="crop")
+    grown_mb = status("VmHWM:") - before
+    assert appearance.latent.shape == (1, 4, 8, 8) and torch.isfinite(appearance.latent).all()
+    assert grown_mb < 500, grown_mb
+    bad_input_log("graph", "reference image 40000x2 with fit=crop", "runs: only the kept region is resampled",
+                  outcome="handled")
+
+
+def test_declared_widget_maxima_work(nodes, models, bad_input_log):
+    """seed, steps, cfg, strength, segment length and overlap at their declared maxima (read from the schemas)."""
+    schedule = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.sampling"]
+    maxima = {}
+    for node_id in ("MagicAnimateTemporalSample", "MagicAnimatePoseControl", "MagicAnimateSegmentFuse"):
+        for inp in nodes[node_id].define_schema().inputs:
+            if getattr(inp, "max", None) is not None:
+                maxima[inp.id] = inp.max
+    for sampler in ("reference_ddim", "euler", "dpmpp_2m"):
+        sigmas = schedule.video_sigmas(models[0], sampler, "normal", maxima["steps"], 1.0)
+        assert len(sigmas) == maxima["steps"] + 1 and torch.isfinite(sigmas).all(), sampler
+        assert (sigmas[1:] < sigmas[:-1]).all(), sampler
+    segments = nodes["MagicAnimateSegmentFuse"].execute(length=maxima["length"], overlap=maxima["overlap"],
+                                                        closed_loop=True, fuse="pyramid").result[0]
+    pose = pose_of(nodes, models, viridis_frames(maxima["length"] + 1), strength=maxima["strength"])
+    out = nodes["MagicAnimateTemporalSample"].execute(
+        models[0], appearance_latent(models), pose, text_cond(), text_cond(), seed=maxima["seed"], steps=1,
+        cfg=maxima["cfg"], sampler_name="euler_ancestral", noise_mode="independent",
+        segments=segments).result[0]["samples"]
+    assert out.shape == (maxima["length"] + 1, 4, 8, 8) and torch.isfinite(out).all()
+    bad_input_log("graph", f"declared maxima: seed 2^64-1, steps {maxima['steps']}, cfg {maxima['cfg']}, strength "
+                  f"{maxima['strength']}, segment length {maxima['length']} / overlap {maxima['overlap']}",
+                  "runs (steps 1000 was lowered to 999: the reference DDIM's timestep 1000 does not exist)",
+                  outcome="handled")

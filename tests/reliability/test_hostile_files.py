@@ -262,10 +262,10 @@ EXPECTED = {  # a phrase each message must contain (besides the file name and a 
     "random tensor file as DensePose ControlNet": "not a diffusers ControlNet",
     "motion-module file with missing keys": "lacks 10 of the 560 motion-module tensors",
     "motion-module-only file, no MODEL connected": "holds only motion modules",
-    "appearance encoder folder without config.json": "has no config.json",
-    "appearance encoder config.json that is not JSON": "is not valid JSON",
-    "appearance encoder folder given the ControlNet": "is a ControlNet, not the appearance encoder",
-    "ControlNet folder given the appearance encoder": "not a diffusers ControlNet",
+    "appearance encoder folder without config.json": "is not an appearance-encoder folder listed",
+    "appearance encoder config.json that is not JSON": "is not an appearance-encoder folder listed",
+    "appearance encoder folder given the ControlNet": "is not an appearance-encoder folder listed",
+    "ControlNet folder given the appearance encoder": "is not a DensePose ControlNet folder listed",
     "appearance encoder file given as temporal checkpoint": "no motion-module keys",
 }
 
