@@ -1,8 +1,10 @@
 """Stage 2: appearance (reference attention) and DensePose ControlNet conditioning of the temporal denoiser.
 
 Per model evaluation (one sampler step), inside ComfyUI's sampling:
-- the appearance encoder runs once, at batch 1, on the clean reference latent at the current timestep with the
-  conditional text context, and stops right after its last captured ``norm1`` (spec section 4; finding B6);
+- the appearance encoder runs once, at batch K (1 to 4 reference images), on the clean reference latents at the
+  current timestep with the conditional text context, and stops right after its last captured ``norm1`` (spec
+  section 4; finding B6); the K images' tokens of each block are concatenated along the token axis (keys and values
+  concatenate, spec section 6 item 20), so one image is exactly the reference;
 - the 10 mid/up self-attentions of the denoiser get the reference tokens as extra keys/values for conditional rows only;
   the reference keys/values are projected once per block per step and shared by all frames and windows;
 - the ControlNet runs once per frame per step on that frame's own noisy latent with the conditional text context, and
@@ -35,7 +37,8 @@ __all__ = ["Appearance", "PoseCondition", "ConditioningState", "apply_conditioni
 
 @dataclass
 class Appearance:
-    """The AppearanceEncode node's output: encoder + reference latent ``(1, 4, h, w)`` (unscaled VAE space)."""
+    """The AppearanceEncode node's output: encoder + reference latents ``(K, 4, h, w)``, K = 1..4 reference images
+    of the same person (unscaled VAE space)."""
 
     encoder: AppearanceEncoderModel
     latent: torch.Tensor
@@ -121,7 +124,11 @@ def _cond_rows(x_batch: int, transformer_options: dict) -> slice | None:
 
 
 def _run_encoder(state: ConditioningState, t: torch.Tensor, context: torch.Tensor) -> None:
-    """Fill ``state.bank`` with the encoder's norm1 outputs ``(1, N, C)`` of the 10 mid/up blocks at timestep t."""
+    """Fill ``state.bank`` with the encoder's norm1 outputs of the 10 mid/up blocks at timestep t.
+
+    K reference latents run as one batch; each block's ``(K, N, C)`` tokens become ``(1, K*N, C)`` (image 0's tokens
+    first), so the denoiser's conditional rows attend to every image's tokens at once.
+    """
     enc = state.appearance.encoder.patcher.model
     dm = enc.diffusion_model
     dtype = enc.manual_cast_dtype or enc.get_dtype()
@@ -133,13 +140,15 @@ def _run_encoder(state: ConditioningState, t: torch.Tensor, context: torch.Tenso
     def capture(n, context_attn1, value_attn1, extra):
         key = (extra["block"][0], extra["block"][1], extra.get("block_index", 0))
         if key in state.attn1:
-            bank[key] = n.detach()
+            bank[key] = n.detach().reshape(1, -1, n.shape[-1])
             if key == last:
                 raise _StopEncoder
         return n, context_attn1, value_attn1
 
+    k = latent.shape[0]
     try:
-        dm(latent.to(dtype), t[:1].to(dtype), context=context.to(device=device, dtype=dtype),
+        dm(latent.to(dtype), t[:1].to(dtype).expand(k),
+           context=context[:1].to(device=device, dtype=dtype).expand(k, -1, -1),
            transformer_options={"patches": {"attn1_patch": [capture]}})
     except _StopEncoder:
         pass
