@@ -3,9 +3,10 @@
 from .appearance import AppearanceEncode
 from .loader import LoadMagicAnimate
 from .pose import PoseControl
+from .pose_align import PoseAlign
 from .sample import TemporalSample
 from .segments import SegmentFuse
 
-NODES = [LoadMagicAnimate, AppearanceEncode, PoseControl, SegmentFuse, TemporalSample]
+NODES = [LoadMagicAnimate, AppearanceEncode, PoseControl, SegmentFuse, TemporalSample, PoseAlign]
 
 __all__ = ["NODES"]

@@ -1,4 +1,4 @@
-"""AppearanceEncode: reference IMAGE -> reference latent for the appearance encoder."""
+"""AppearanceEncode: 1 to 4 reference images (an IMAGE batch) -> reference latents for the appearance encoder."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from ..magicanimate.frames import FIT_MODES, fit_images
 from .api import CATEGORY, AppearanceEncoderType, AppearanceType, io
 from .validation import check_widgets, refuse_invalid
 
+#: More images give the conditional rows more reference tokens; time and memory grow with each (README).
+MAX_REFERENCE_IMAGES = 4
+
 
 class AppearanceEncode(io.ComfyNode):
     @classmethod
@@ -15,13 +18,16 @@ class AppearanceEncode(io.ComfyNode):
         return io.Schema(
             node_id="MagicAnimateAppearanceEncode", display_name="MagicAnimate Appearance Encode", category=CATEGORY,
             description="Encodes the reference photo (the person to animate) with the VAE at the video size; the "
-                        "appearance encoder reads it at every denoising step to keep the person's look.",
+                        "appearance encoder reads it at every denoising step to keep the person's look. A batch of "
+                        "2 to 4 photos of the same person (e.g. front, back, side) is used all together.",
             inputs=[
                 AppearanceEncoderType.Input("appearance_encoder", tooltip="Appearance encoder from Load MagicAnimate."),
                 io.Vae.Input("vae", tooltip="SD1.5 VAE that encodes the photo (the reference uses sd-vae-ft-mse); "
                                             "decode the video with the same VAE."),
-                io.Image.Input("image", tooltip="Reference photo of the person to animate; only the first image of a "
-                                                "batch is used."),
+                io.Image.Input("image", tooltip="Reference photo of the person to animate, or a batch of 2 to 4 photos "
+                                                "of the same person (front, back, side; e.g. joined with Batch "
+                                                "Images): every frame attends to all of them. One photo is the "
+                                                "reference's behaviour; each extra photo costs time and memory."),
                 io.Combo.Input("fit", options=list(FIT_MODES), default="stretch",
                                tooltip="How the photo is brought to width x height. stretch: resize, ignoring the "
                                        "aspect ratio (the reference); pad: keep the aspect ratio and add borders; "
@@ -54,6 +60,11 @@ class AppearanceEncode(io.ComfyNode):
         if image.shape[-1] not in (1, 3, 4) or image.shape[1] == 0 or image.shape[2] == 0:
             raise MagicAnimateError(f"AppearanceEncode: the image input has shape {tuple(image.shape)}; expected an "
                                     "IMAGE (batch, height, width, 1/3/4 channels), e.g. from LoadImage.")
-        pixels = fit_images(image[:1], width, height, fit)
+        count = int(image.shape[0])
+        if count > MAX_REFERENCE_IMAGES:
+            raise MagicAnimateError(f"AppearanceEncode: the image input holds {count} images; it takes 1 to "
+                                    f"{MAX_REFERENCE_IMAGES} photos of the same person. Pick the best ones (e.g. "
+                                    "with ImageFromBatch); a video is not a reference.")
+        pixels = fit_images(image, width, height, fit)
         latent = vae.encode(pixels)
-        return io.NodeOutput(Appearance(encoder=appearance_encoder, latent=latent[:1].cpu()))
+        return io.NodeOutput(Appearance(encoder=appearance_encoder, latent=latent[:count].cpu()))

@@ -25,6 +25,6 @@ def load_pack() -> ModuleType:
 
 
 def pack_nodes() -> dict:
-    """node_id -> node class of the pack's five nodes."""
+    """node_id -> node class of the pack's nodes."""
     nodes = importlib.import_module(load_pack().__name__ + ".nodes")
     return {n.define_schema().node_id: n for n in nodes.NODES}

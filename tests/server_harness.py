@@ -37,7 +37,7 @@ EXAMPLE_IMAGE = REPO_ROOT / "example_inputs" / "monalisa.png"
 PACK_FOLDER = "ComfyUI-MagicAnimate"
 
 NODE_IDS = ("MagicAnimateLoader", "MagicAnimateAppearanceEncode", "MagicAnimatePoseControl",
-            "MagicAnimateSegmentFuse", "MagicAnimateTemporalSample")
+            "MagicAnimateSegmentFuse", "MagicAnimateTemporalSample", "MagicAnimatePoseAlign")
 
 STARTUP_TIMEOUT_S = 90
 

@@ -148,7 +148,7 @@ def test_api_workflow_is_accepted_by_comfyui(comfy_nodes, graph, tmp_path, monke
         monkeypatch.setitem(folder_paths.folder_names_and_paths, folder, ([str(models / folder)], exts))
     inputs = tmp_path / "input"
     inputs.mkdir()
-    for name in (bw.DEMO_IMAGE, bw.DEMO_VIDEO):
+    for name in bw.DEMO_INPUTS:
         shutil.copy(REPO / "example_inputs" / name, inputs / name)
     monkeypatch.setattr(folder_paths, "input_directory", str(inputs))
 

@@ -6,10 +6,14 @@ Outputs (committed; do not edit them by hand)::
     workflows/magicanimate_basic.json         UI format (drag-and-drop into the ComfyUI editor)
     workflows/txt2img_then_animate.api.json
     workflows/txt2img_then_animate.json
+    workflows/multi_reference.api.json       several reference photos of one person (beyond the reference)
+    workflows/multi_reference.json
+    workflows/pose_align.api.json            driving motion fitted to the photo's body (beyond the reference)
+    workflows/pose_align.json
 
 Re-run after changing a graph below or a node's inputs::
 
-    python workflows/build_workflows.py            # rewrite the four JSON files
+    python workflows/build_workflows.py            # rewrite the JSON files
     python workflows/build_workflows.py --check    # exit 1 if the committed files are stale (tests do the same)
 
 Pure Python (standard library only): it imports nothing from ComfyUI, so it runs anywhere. The facts it needs about
@@ -50,6 +54,9 @@ DENSEPOSE_CONTROLNET = "densepose_controlnet"  # models/magicanimate/<folder>/
 
 DEMO_IMAGE = "monalisa.png"  # example_inputs/
 DEMO_VIDEO = "running.mp4"  # example_inputs/ (DensePose renderings, 42 frames, 25 fps, 512x512)
+ALIGN_IMAGE = "demo4.jpg"  # example_inputs/ (MagicAnimate's demo4.png at 512x512)
+ALIGN_REFERENCE_POSE = "demo4_densepose.png"  # example_inputs/ (first frame of MagicAnimate's demo4 DensePose video)
+DEMO_INPUTS = (DEMO_IMAGE, DEMO_VIDEO, ALIGN_IMAGE, ALIGN_REFERENCE_POSE)  # what the shipped graphs load
 
 # ------------------------------------------------------------------------------------------------------------------
 # Node specs: just enough of each node's definition to write both formats.
@@ -117,6 +124,7 @@ NODE_SPECS: dict[str, NodeSpec] = {
          W("sampler_name", "COMBO"), W("scheduler", "COMBO"), S("positive", "CONDITIONING"),
          S("negative", "CONDITIONING"), S("latent_image", "LATENT"), W("denoise", "FLOAT", 1.0)),
         (("LATENT", "LATENT"),)),
+    "ImageBatch": NodeSpec("Batch Images", (S("image1", "IMAGE"), S("image2", "IMAGE")), (("IMAGE", "IMAGE"),)),
     "VAEDecode": NodeSpec("VAE Decode", (S("samples", "LATENT"), S("vae", "VAE")), (("IMAGE", "IMAGE"),)),
     "CreateVideo": NodeSpec(
         "Create Video", (S("images", "IMAGE"), W("fps", "FLOAT", 30.0), S("audio", "AUDIO", optional=True)),
@@ -157,6 +165,10 @@ NODE_SPECS: dict[str, NodeSpec] = {
          S("segments", "MAGICANIMATE_SEGMENTS", optional=True), S("latent", "LATENT", optional=True),
          S("noise", "NOISE", optional=True)),
         (("LATENT", "LATENT"),), pack=True),
+    "MagicAnimatePoseAlign": NodeSpec(
+        "MagicAnimate Pose Align",
+        (S("pose_frames", "IMAGE"), S("reference_pose", "IMAGE"), W("mode", "COMBO", "first-frame")),
+        (("pose_frames", "IMAGE"),), pack=True),
 }
 
 CORE_VERSION = "0.3.75"  # the ComfyUI version the UI files say the core nodes were saved with
@@ -236,8 +248,11 @@ class Graph:
 # The two shipped graphs
 
 
-def _animate(g: Graph, reference: Out, ckpt: Node) -> None:
-    """The MagicAnimate part shared by both graphs: reference IMAGE + DensePose video -> saved mp4."""
+def _animate(g: Graph, reference: Out, ckpt: Node, reference_pose: Out | None = None) -> None:
+    """The MagicAnimate part shared by the graphs: reference IMAGE + DensePose video -> saved mp4.
+
+    With ``reference_pose`` (a DensePose rendering of the reference photo), Pose Align fits the video to it first.
+    """
     ma = g.add("MagicAnimateLoader", temporal_checkpoint=TEMPORAL_CHECKPOINT, appearance_encoder=APPEARANCE_ENCODER,
                densepose_controlnet=DENSEPOSE_CONTROLNET, weight_dtype="auto")
     vae = g.add("VAELoader", vae_name=SD_VAE)
@@ -249,7 +264,11 @@ def _animate(g: Graph, reference: Out, ckpt: Node) -> None:
                      clip=ckpt["CLIP"])
     appearance = g.add("MagicAnimateAppearanceEncode", appearance_encoder=ma["appearance_encoder"], vae=vae["VAE"],
                        image=reference, fit="stretch", width=512, height=512)
-    pose = g.add("MagicAnimatePoseControl", control_net=ma["CONTROL_NET"], pose_frames=components["images"],
+    pose_frames = components["images"]
+    if reference_pose is not None:
+        pose_frames = g.add("MagicAnimatePoseAlign", pose_frames=pose_frames, reference_pose=reference_pose,
+                            mode="first-frame")["pose_frames"]
+    pose = g.add("MagicAnimatePoseControl", control_net=ma["CONTROL_NET"], pose_frames=pose_frames,
                  strength=1.0, start_percent=0.0, end_percent=1.0, fit="stretch")
     segments = g.add("MagicAnimateSegmentFuse", length=16, overlap=4, closed_loop=True, fuse="average")
     latent = g.add("MagicAnimateTemporalSample", model=ma["MODEL"], appearance=appearance["appearance"],
@@ -287,7 +306,31 @@ def txt2img_then_animate() -> Graph:
     return g
 
 
-GRAPHS = {"magicanimate_basic": magicanimate_basic, "txt2img_then_animate": txt2img_then_animate}
+def multi_reference() -> Graph:
+    g = Graph("multi_reference",
+              "MagicAnimate with two reference photos of the same person (e.g. front and back), joined by Batch "
+              "Images; chain more Batch Images for up to four.")
+    ckpt = g.add("CheckpointLoaderSimple", title="SD1.5 checkpoint (text encoder)", ckpt_name=SD15_CHECKPOINT)
+    front = g.add("LoadImage", title="Reference photo 1 (e.g. front)", image=DEMO_IMAGE)
+    other = g.add("LoadImage", title="Reference photo 2 (e.g. back or side; replace the stand-in)", image=DEMO_IMAGE)
+    photos = g.add("ImageBatch", title="Reference photos (1 to 4)", image1=front["IMAGE"], image2=other["IMAGE"])
+    _animate(g, photos["IMAGE"], ckpt)
+    return g
+
+
+def pose_align() -> Graph:
+    g = Graph("pose_align",
+              "MagicAnimate with Pose Align: the driving DensePose video is scaled and shifted so that the body "
+              "matches the DensePose of the reference photo (height and centre), one transform for the whole video.")
+    ckpt = g.add("CheckpointLoaderSimple", title="SD1.5 checkpoint (text encoder)", ckpt_name=SD15_CHECKPOINT)
+    image = g.add("LoadImage", title="Reference image", image=ALIGN_IMAGE)
+    reference_pose = g.add("LoadImage", title="DensePose of the reference image", image=ALIGN_REFERENCE_POSE)
+    _animate(g, image["IMAGE"], ckpt, reference_pose=reference_pose["IMAGE"])
+    return g
+
+
+GRAPHS = {"magicanimate_basic": magicanimate_basic, "txt2img_then_animate": txt2img_then_animate,
+          "multi_reference": multi_reference, "pose_align": pose_align}
 
 # ------------------------------------------------------------------------------------------------------------------
 # API format

@@ -1,8 +1,10 @@
 """Stage 2: appearance (reference attention) and DensePose ControlNet conditioning of the temporal denoiser.
 
 Per model evaluation (one sampler step), inside ComfyUI's sampling:
-- the appearance encoder runs once, at batch 1, on the clean reference latent at the current timestep with the
-  conditional text context, and stops right after its last captured ``norm1`` (spec section 4; finding B6);
+- the appearance encoder runs once, at batch K (1 to 4 reference images), on the clean reference latents at the
+  current timestep with the conditional text context, and stops right after its last captured ``norm1`` (spec
+  section 4; finding B6); the K images' tokens of each block are concatenated along the token axis (keys and values
+  concatenate, spec section 6 item 20), so one image is exactly the reference;
 - the 10 mid/up self-attentions of the denoiser get the reference tokens as extra keys/values for conditional rows only;
   the reference keys/values are projected once per block per step and shared by all frames and windows;
 - the ControlNet runs once per frame per step on that frame's own noisy latent with the conditional text context, and
@@ -44,7 +46,8 @@ __all__ = ["Appearance", "PoseCondition", "ConditioningState", "apply_conditioni
 
 @dataclass
 class Appearance:
-    """The AppearanceEncode node's output: encoder + reference latent ``(1, 4, h, w)`` (unscaled VAE space)."""
+    """The AppearanceEncode node's output: encoder + reference latents ``(K, 4, h, w)``, K = 1..4 reference images
+    of the same person (unscaled VAE space)."""
 
     encoder: AppearanceEncoderModel
     latent: torch.Tensor
@@ -152,7 +155,7 @@ def _take(t: torch.Tensor, runs: list[tuple[int, int]]) -> torch.Tensor:
 
 def _encoder_features(dm: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
                       capture: Callable) -> torch.Tensor:
-    """Run ComfyUI's UNet ``dm`` up to the ``norm1`` of output block 11's transformer; returns that ``(1, N, C)``.
+    """Run ComfyUI's UNet ``dm`` up to the ``norm1`` of output block 11's transformer; returns that ``(B, N, C)``.
 
     The same layer sequence as ``UNetModel._forward`` (its attn1 patches capture the other nine blocks), stopped
     without an exception: the encoder's tail is absent from the file and never run (finding B6).
@@ -178,10 +181,11 @@ def _encoder_features(dm: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, con
 
 
 def _run_encoder(state: ConditioningState, t: torch.Tensor, context: torch.Tensor) -> None:
-    """Fill ``state.bank`` with the encoder's norm1 outputs ``(1, N, C)`` of the 10 mid/up blocks at timestep t.
+    """Fill ``state.bank`` with the encoder's norm1 outputs of the 10 mid/up blocks at timestep t.
 
     Runs on ``t``'s device (the sampling device; the text context may be kept on the CPU by ComfyUI) with ``t`` in
-    float32 (the UNet's own timestep dtype).
+    float32 (the UNet's own timestep dtype). K reference latents run as one batch; each block's ``(K, N, C)`` tokens
+    become ``(1, K*N, C)`` (image 0's tokens first), so the denoiser's conditional rows attend to every image's tokens.
     """
     enc = state.appearance.encoder.patcher.model
     dm = enc.diffusion_model
@@ -194,11 +198,13 @@ def _run_encoder(state: ConditioningState, t: torch.Tensor, context: torch.Tenso
     def capture(n, context_attn1, value_attn1, extra):
         key = (extra["block"][0], extra["block"][1], extra.get("block_index", 0))
         if key in state.attn1:
-            bank[key] = n.detach()
+            bank[key] = n.detach().reshape(1, -1, n.shape[-1])
         return n, context_attn1, value_attn1
 
-    bank[last] = _encoder_features(dm, latent.to(dtype), t[:1].to(torch.float32),
-                                   context.to(device=device, dtype=dtype), capture).detach()
+    k = latent.shape[0]
+    features = _encoder_features(dm, latent.to(dtype), t[:1].to(torch.float32).expand(k),
+                                 context[:1].to(device=device, dtype=dtype).expand(k, -1, -1), capture)
+    bank[last] = features.detach().reshape(1, -1, features.shape[-1])
     if len(bank) != len(REFERENCE_BLOCKS):
         raise RuntimeError(f"appearance encoder produced {len(bank)} of {len(REFERENCE_BLOCKS)} reference features")
     state.bank, state.kv = bank, {}
