@@ -39,22 +39,17 @@ def _single_image_encoder(state, t, context):
     enc = state.appearance.encoder.patcher.model
     dm = enc.diffusion_model
     dtype = enc.manual_cast_dtype or enc.get_dtype()
-    latent = enc.process_latent_in(state.appearance.latent.to(device=context.device, dtype=torch.float32))
+    latent = enc.process_latent_in(state.appearance.latent.to(device=t.device, dtype=torch.float32))
     bank = {}
 
     def capture(n, context_attn1, value_attn1, extra):
         key = (extra["block"][0], extra["block"][1], extra.get("block_index", 0))
         if key in state.attn1:
             bank[key] = n.detach()
-            if key == REFERENCE_BLOCKS[-1]:
-                raise conditioning._StopEncoder
         return n, context_attn1, value_attn1
 
-    try:
-        dm(latent.to(dtype), t[:1].to(dtype), context=context.to(dtype),
-           transformer_options={"patches": {"attn1_patch": [capture]}})
-    except conditioning._StopEncoder:
-        pass
+    bank[REFERENCE_BLOCKS[-1]] = conditioning._encoder_features(
+        dm, latent.to(dtype), t[:1].to(torch.float32), context.to(device=t.device, dtype=dtype), capture).detach()
     state.bank, state.kv = bank, {}
     state.stats["encoder_runs"] += 1
 
