@@ -20,8 +20,8 @@ intermediate device) as on a real machine.
 
 Prints one JSON line per (dtype, budget).
 
-STATUS (issue 13): work in progress. Not yet run to completion: the tiny run was still starting up on the shared
-2-core machine at the deadline. The memory figures are live-storage accounting, not MemTracker.
+Memory figures are this script's own accounting of live fake CUDA storages (not MemTracker); the per-window list is
+the running peak after each window. ``comfy_memory_estimate_gib`` is ComfyUI's unmodified estimate for one window.
 """
 
 from __future__ import annotations
