@@ -8,6 +8,9 @@ from .nodes.api import ComfyExtension
 
 model_paths.register()
 
+# Served at /extensions/<this folder>/: docs/<node id>.md are the pages of the frontend's node help panel.
+WEB_DIRECTORY = "./web"
+
 
 class MagicAnimateExtension(ComfyExtension):
     async def get_node_list(self) -> list:

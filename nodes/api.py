@@ -9,3 +9,21 @@ PoseType = io.Custom("MAGICANIMATE_POSE")
 SegmentsType = io.Custom("MAGICANIMATE_SEGMENTS")
 
 CATEGORY = "MagicAnimate"
+
+#: Words a user may search the node library with, per node id. ComfyUI versions whose ``io.Schema`` has
+#: ``search_aliases`` (newer than 0.3.75) get them (:func:`search_aliases`); frontend 1.32.9 searches only the node
+#: id and display name, where "MagicAnimate", "pose" and "sample" already match.
+SEARCH_ALIASES: dict[str, list[str]] = {
+    "MagicAnimateLoader": ["DensePose", "dance", "Animate Anyone", "human image animation", "motion module"],
+    "MagicAnimateAppearanceEncode": ["reference image", "Animate Anyone", "dance", "identity"],
+    "MagicAnimatePoseControl": ["DensePose", "pose video", "dance", "ControlNet", "Animate Anyone"],
+    "MagicAnimateSegmentFuse": ["context window", "sliding window", "long video"],
+    "MagicAnimateTemporalSample": ["pose video", "dance", "Animate Anyone", "DensePose", "video sampler"],
+}
+
+
+def search_aliases(node_id: str) -> dict:
+    """``{"search_aliases": [...]}`` for ``io.Schema(**...)`` where this ComfyUI supports it, else ``{}``."""
+    fields = getattr(io.Schema, "__dataclass_fields__", {})
+    aliases = SEARCH_ALIASES.get(node_id, [])
+    return {"search_aliases": list(aliases)} if "search_aliases" in fields and aliases else {}

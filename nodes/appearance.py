@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..magicanimate.comfy_adapter.conditioning import Appearance
 from ..magicanimate.errors import MagicAnimateError
 from ..magicanimate.frames import FIT_MODES, fit_images
-from .api import CATEGORY, AppearanceEncoderType, AppearanceType, io
+from .api import CATEGORY, AppearanceEncoderType, AppearanceType, io, search_aliases
 from .validation import check_widgets, refuse_invalid
 
 #: More images give the conditional rows more reference tokens; time and memory grow with each (README).
@@ -17,6 +17,7 @@ class AppearanceEncode(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="MagicAnimateAppearanceEncode", display_name="MagicAnimate Appearance Encode", category=CATEGORY,
+            **search_aliases("MagicAnimateAppearanceEncode"),
             description="Encodes the reference photo (the person to animate) with the VAE at the video size; the "
                         "appearance encoder reads it at every denoising step to keep the person's look. A batch of "
                         "2 to 4 photos of the same person (e.g. front, back, side) is used all together.",

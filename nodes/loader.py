@@ -7,7 +7,7 @@ import torch
 from ..magicanimate.comfy_adapter.loading import load_temporal_model
 from ..magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
 from . import model_paths
-from .api import CATEGORY, AppearanceEncoderType, io
+from .api import CATEGORY, AppearanceEncoderType, io, search_aliases
 from .validation import check_widgets, refuse_invalid
 
 DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -18,6 +18,7 @@ class LoadMagicAnimate(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="MagicAnimateLoader", display_name="Load MagicAnimate", category=CATEGORY,
+            **search_aliases("MagicAnimateLoader"),
             description="Loads the three MagicAnimate networks from ComfyUI/models/magicanimate/: the temporal UNet "
                         "(SD1.5 + motion modules) as a MODEL, the appearance encoder and the DensePose ControlNet. "
                         "Feed them to Appearance Encode, Pose Control and Temporal Sample.",

@@ -8,8 +8,25 @@ from ..magicanimate.comfy_adapter.conditioning import PoseCondition
 from ..magicanimate.densepose import densepose_style_report
 from ..magicanimate.errors import MagicAnimateError
 from ..magicanimate.frames import FIT_MODES, to_rgb
-from .api import CATEGORY, PoseType, io
+from .api import CATEGORY, PoseType, io, search_aliases
 from .validation import check_widgets, refuse_invalid
+
+
+def show_on_node(text: str) -> None:
+    """Show ``text`` on the executing node in the editor (the frontend's progress-text box under the widgets).
+
+    Does nothing outside a ComfyUI server run (tests, scripts without a PromptServer).
+    """
+    try:
+        from comfy_execution.utils import get_executing_context
+        from server import PromptServer
+    except ImportError:
+        return
+    context = get_executing_context()
+    server = getattr(PromptServer, "instance", None)
+    send = getattr(server, "send_progress_text", None)
+    if context is not None and send is not None:
+        send(text, context.node_id)
 
 
 class PoseControl(io.ComfyNode):
@@ -17,6 +34,7 @@ class PoseControl(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="MagicAnimatePoseControl", display_name="MagicAnimate Pose Control", category=CATEGORY,
+            **search_aliases("MagicAnimatePoseControl"),
             description="Turns a DensePose video (viridis body-part renderings, one IMAGE per frame) into the motion "
                         "that Temporal Sample follows; the output video has one frame per pose frame.",
             inputs=[
@@ -60,10 +78,12 @@ class PoseControl(io.ComfyNode):
         frames = to_rgb(pose_frames)
         problem = densepose_style_report(frames)
         if problem:
-            logging.getLogger("MagicAnimate").warning(
-                "PoseControl: these frames may not be DensePose viridis renderings: %s. The MagicAnimate "
-                "ControlNet was trained on viridis DensePose (dark purple background); results may be poor. Use "
-                "DensePose renderings with the viridis colour map, like MagicAnimate's example videos.", problem)
+            message = (f"These frames may not be DensePose viridis renderings: {problem}. The MagicAnimate "
+                       "ControlNet was trained on viridis DensePose (dark purple background); results may be poor. "
+                       "Use DensePose renderings with the viridis colour map, like MagicAnimate's example videos "
+                       "(DensePose Estimator of comfyui_controlnet_aux: cmap Viridis (MagicAnimate)).")
+            logging.getLogger("MagicAnimate").warning("PoseControl: %s", message)
+            show_on_node("Warning: " + message)
         cond = PoseCondition(control_net=control_net, frames=frames.cpu(), strength=strength,
                              start_percent=start_percent, end_percent=end_percent, fit=fit)
         return io.NodeOutput(cond)

@@ -26,7 +26,7 @@ from ..magicanimate.frames import fit_images
 from ..magicanimate.memory import check_run_fits
 from ..magicanimate.noise import NOISE_MODES
 from ..magicanimate.windows import padded_length
-from .api import CATEGORY, AppearanceType, PoseType, SegmentsType, io
+from .api import CATEGORY, AppearanceType, PoseType, SegmentsType, io, search_aliases
 from .validation import check_widgets, refuse_invalid
 
 #: The reference DDIM's "leading" timesteps with steps_offset 1 reach t = steps for steps > 500, and the schedule has
@@ -103,6 +103,7 @@ class TemporalSample(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="MagicAnimateTemporalSample", display_name="MagicAnimate Temporal Sample", category=CATEGORY,
+            **search_aliases("MagicAnimateTemporalSample"),
             description="Animates the reference photo along the pose frames: denoises the whole video with the "
                         "temporal MODEL over overlapping segments (reference DDIM by default). Gives one latent per "
                         "pose frame: VAE Decode -> Create Video -> Save Video.",

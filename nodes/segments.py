@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..magicanimate.comfy_adapter.context import FUSE_METHODS, SegmentOptions
-from .api import CATEGORY, SegmentsType, io
+from .api import CATEGORY, SegmentsType, io, search_aliases
 from .validation import check_widgets, refuse_invalid
 
 
@@ -12,6 +12,7 @@ class SegmentFuse(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="MagicAnimateSegmentFuse", display_name="MagicAnimate Segment Fuse", category=CATEGORY,
+            **search_aliases("MagicAnimateSegmentFuse"),
             description="How a long video is denoised: overlapping segments of frames whose predictions are averaged "
                         "per frame (segment fusion). Optional; without it Temporal Sample uses the reference's 16 "
                         "frames, overlap 4, closed loop.",

@@ -15,7 +15,7 @@ What it does:
 3. imports ComfyUI in this process (no server, CPU mode when there is no GPU or with ``--cpu``) with this pack as its
    only custom node; everything ComfyUI writes (input copies, output, temp, user files) goes to a temporary directory,
    and no ``__pycache__`` is written into the ComfyUI tree;
-4. runs ``workflows/<name>.api.json`` with the chosen inputs and settings substituted, prints progress on one line,
+4. runs ``workflows/api/<name>.api.json`` with the chosen inputs and settings substituted, prints progress on one line,
    copies the saved mp4 to ``--output`` and prints its frame count, size and fps. The mp4 embeds the workflow, so it
    can be dropped onto the ComfyUI editor.
 """
@@ -58,6 +58,52 @@ SUBSTITUTIONS = {
     "seed": ("MagicAnimateTemporalSample", "KSampler"),
     "cfg": ("MagicAnimateTemporalSample",),  # the SD1.5 text-to-image KSampler keeps its own cfg
 }
+
+# ------------------------------------------------------------------------------------------------------------------
+# What to expect (README "What to expect")
+
+#: A simple model of this command's time on a CPU: seconds = steps * frames * CPU_FRAME_STEP_S * pixels / 64^2,
+#: anchored to the one measured run (README "What to expect"): the demo (42 frames) at 64x64 with 2 steps took 1133 s
+#: on the 2-core development machine while other jobs shared it (so an upper bound there), i.e. 13.5 s per frame and
+#: step, loading included. The growth with the pixel count is an assumption (convolutions scale with it; at small
+#: sizes the fixed cost of the weights makes it slower, at large sizes attention makes it faster), not yet measured.
+CPU_FRAME_STEP_S = 13.5
+LONG_RUN_S = 120.0  # print the estimate when a run should take longer than this
+
+
+def estimate_cpu_seconds(width: int, height: int, steps: int, frames: int) -> float:
+    """Rough wall time of this command on a 2-core CPU (see :data:`CPU_FRAME_STEP_S`)."""
+    return steps * frames * CPU_FRAME_STEP_S * (width * height) / 64**2
+
+
+def video_frame_count(path: Path) -> int | None:
+    """Frames of a video file from its header (None when the container does not say)."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            return int(container.streams.video[0].frames) or None
+    except Exception:  # an estimate only: a file av cannot read fails later with ComfyUI's own message
+        return None
+
+
+def describe_estimate(prompt: dict, video: Path | None, on_cpu: bool) -> str | None:
+    """One line saying how long the run should take, or None for a short run."""
+    sample = next((n["inputs"] for n in prompt.values() if n["class_type"] == "MagicAnimateTemporalSample"), None)
+    encode = next((n["inputs"] for n in prompt.values() if n["class_type"] == "MagicAnimateAppearanceEncode"), None)
+    frames = video_frame_count(video) if video is not None else None
+    if not sample or not encode or not frames or not isinstance(sample.get("steps"), int):
+        return None
+    if not on_cpu:
+        return "Estimate: no GPU timings have been measured yet (see README, What to expect)."
+    seconds = estimate_cpu_seconds(encode["width"], encode["height"], sample["steps"], frames)
+    if seconds < LONG_RUN_S:
+        return None
+    cores = os.cpu_count() or 1
+    when = f"about {seconds / 60:.0f} minutes" if seconds < 5400 else f"about {seconds / 3600:.1f} hours"
+    return (f"Estimate: {when} for {frames} frames at {encode['width']}x{encode['height']}, {sample['steps']} steps "
+            f"on a 2-core CPU (this machine has {cores} cores; a GPU is far faster). Ctrl+C stops the run.")
+
 
 # ------------------------------------------------------------------------------------------------------------------
 # Model files
@@ -203,9 +249,9 @@ def locate_comfyui(explicit: str | None) -> tuple[Path, str]:
 def load_workflow(choice: str) -> tuple[dict, dict | None]:
     """(API prompt, matching UI workflow or None) for ``basic``/``txt2img`` or a path to an API-format JSON file."""
     if choice in WORKFLOW_FILES:
-        stem = WORKFLOWS / WORKFLOW_FILES[choice]
-        return (json.loads(stem.with_suffix(".api.json").read_text(encoding="utf-8")),
-                json.loads(stem.with_suffix(".json").read_text(encoding="utf-8")))
+        name = WORKFLOW_FILES[choice]
+        return (json.loads(bw.api_path(name).read_text(encoding="utf-8")),
+                json.loads(bw.ui_path(name).read_text(encoding="utf-8")))
     path = Path(choice)
     if not path.is_file():
         raise SystemExit(f"--workflow {choice}: expected basic, txt2img or an API-format workflow JSON file.")
@@ -505,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
         expose_pack(folder_paths, comfy_args, scratch)
         importlib.import_module("comfy.model_management")  # reads comfy_args.cpu at import
 
+        estimate = describe_estimate(prompt, args.video, comfy_args.cpu)
+        if estimate:
+            print(estimate, flush=True)
         console = ConsoleServer(prompt)
         start = time.perf_counter()
         outputs = asyncio.run(run_prompt(prompt, ui, console, args.verbose))

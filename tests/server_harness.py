@@ -173,8 +173,9 @@ def comfyui_server(work: Path, *, models_dir: Path | None = None, comfy_dir: Pat
     input_dir, output_dir = work / "input", work / "output"
     input_dir.mkdir()
     output_dir.mkdir()
-    shutil.copy2(EXAMPLE_VIDEO, input_dir / EXAMPLE_VIDEO.name)
-    shutil.copy2(EXAMPLE_IMAGE, input_dir / EXAMPLE_IMAGE.name)
+    for demo in sorted((REPO_ROOT / "example_inputs").iterdir()):  # every image and video the workflows load
+        if demo.suffix.lower() in (".png", ".jpg", ".mp4"):
+            shutil.copy2(demo, input_dir / demo.name)
     port = free_port()
     cmd = [
         sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),

@@ -147,9 +147,7 @@ def test_comfyui_reads_the_pyproject_like_the_registry(pyproject):
 def test_registry_id_matches_workflows_and_readme(pyproject):
     """The UI workflows tag the pack's nodes with ``cnr_id`` = the registry id; the README's install line uses it."""
     name = pyproject["project"]["name"]
-    for path in sorted((REPO / "workflows").glob("*.json")):
-        if path.name.endswith(".api.json"):
-            continue
+    for path in sorted((REPO / "example_workflows").glob("*.json")):
         ui = json.loads(path.read_text(encoding="utf-8"))
         ids = {n["properties"]["cnr_id"] for n in ui["nodes"] if n["type"] in NODE_IDS}
         assert ids == {name}, (path.name, ids)
@@ -341,9 +339,7 @@ def test_interface_check_catches_breaks_and_honours_compat_entries(recorded):
 
 def test_recorded_interface_matches_the_shipped_workflows(recorded):
     """Every pack node of the shipped UI workflows is recorded, with the recorded widgets in its widgets_values."""
-    for path in sorted((REPO / "workflows").glob("*.json")):
-        if path.name.endswith(".api.json"):
-            continue
+    for path in sorted((REPO / "example_workflows").glob("*.json")):
         for node in json.loads(path.read_text(encoding="utf-8"))["nodes"]:
             if node["type"] in NODE_IDS:
                 assert node["type"] in recorded["nodes"], (path.name, node["type"])

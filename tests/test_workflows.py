@@ -1,6 +1,9 @@
-"""The shipped workflows (workflows/*.json) and scripts/animate.py, without model weights.
+"""The shipped workflows (example_workflows/*.json, workflows/api/*.api.json) and scripts/animate.py, no weights.
 
-* the JSON files are exactly what workflows/build_workflows.py generates now (no hand edits, no drift);
+* the JSON files are exactly what workflows/build_workflows.py generates now (no hand edits, no drift), the UI files
+  alone in the folder the frontend lists as templates, the API files where it never looks;
+* every UI file opens readable: its saved zoom is at or above the frontend's own text level-of-detail threshold (read
+  from the frontend package) and every node lies in the uncovered part of a 1920x1080 window;
 * build_workflows' node table (input order, widgets, defaults, outputs) matches the real ComfyUI + pack nodes, so the
   UI files' positional ``widgets_values`` are in the order ComfyUI's frontend expects;
 * ComfyUI's own ``validate_prompt`` accepts both API workflows (with empty stand-in model and input files);
@@ -38,10 +41,16 @@ def _load(name: str, path: Path):
 
 bw = _load("build_workflows", WORKFLOWS / "build_workflows.py")
 GRAPHS = sorted(bw.GRAPHS)
+#: Node types of other packs (not installed in the tests): comfyui_controlnet_aux's DensePose estimator.
+EXTERNAL = sorted(ct for ct, spec in bw.NODE_SPECS.items() if spec.cnr_id)
 
 
-def _json(name: str) -> dict:
-    return json.loads((WORKFLOWS / name).read_text(encoding="utf-8"))
+def _ui(graph: str) -> dict:
+    return json.loads(bw.ui_path(graph).read_text(encoding="utf-8"))
+
+
+def _api(graph: str) -> dict:
+    return json.loads(bw.api_path(graph).read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +61,7 @@ def comfy_nodes(tmp_path_factory):
 
     import nodes
 
-    if not all(ct in nodes.NODE_CLASS_MAPPINGS for ct in bw.NODE_SPECS):
+    if not all(ct in nodes.NODE_CLASS_MAPPINGS for ct in set(bw.NODE_SPECS) - set(EXTERNAL)):
         custom = tmp_path_factory.mktemp("custom_nodes")
         (custom / PACK_DIR_NAME).symlink_to(REPO, target_is_directory=True)
         saved = folder_paths.folder_names_and_paths["custom_nodes"], args.whitelist_custom_nodes
@@ -65,7 +74,7 @@ def comfy_nodes(tmp_path_factory):
                 asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
         finally:
             folder_paths.folder_names_and_paths["custom_nodes"], args.whitelist_custom_nodes = saved
-    missing = [ct for ct in bw.NODE_SPECS if ct not in nodes.NODE_CLASS_MAPPINGS]
+    missing = [ct for ct in set(bw.NODE_SPECS) - set(EXTERNAL) if ct not in nodes.NODE_CLASS_MAPPINGS]
     assert not missing, f"not registered in ComfyUI: {missing}"
     return nodes
 
@@ -92,7 +101,50 @@ def test_json_files_are_what_build_workflows_generates():
     assert not stale, f"stale: {stale}; run `python workflows/build_workflows.py` and commit the result"
 
 
-@pytest.mark.parametrize("class_type", sorted(bw.NODE_SPECS))
+def test_only_ui_workflows_are_listed_as_templates():
+    """ComfyUI's /workflow_templates lists ``<pack>/{example_workflows,example,examples,workflow,workflows}/*.json``
+    (app/custom_node_manager.py): only the UI files may be there, each with its thumbnail."""
+    listed = sorted(p for folder in ("example_workflows", "example", "examples", "workflow", "workflows")
+                    for p in (REPO / folder).glob("*.json"))
+    assert listed == sorted(bw.ui_path(g) for g in GRAPHS)
+    for path in listed:
+        assert "nodes" in json.loads(path.read_text(encoding="utf-8")), f"{path} is not a UI-format workflow"
+        assert path.with_suffix(".jpg").is_file(), f"no thumbnail {path.with_suffix('.jpg').name}; run the browser test"
+
+
+def _frontend_lod_threshold() -> float:
+    """The zoom below which frontend 1.32.9 draws nodes without text, at its default settings and DPR 1:
+    ``LiteGraph.Canvas.MinFontSizeForLOD`` default / ``LiteGraph.NODE_TEXT_SIZE``, read from its bundled JS."""
+    import re
+
+    import comfyui_frontend_package
+
+    assets = Path(comfyui_frontend_package.__file__).parent / "static" / "assets"
+    text = "".join(p.read_text(encoding="utf-8", errors="replace") for p in assets.glob("*.js"))
+    font = re.search(r'id:"LiteGraph\.Canvas\.MinFontSizeForLOD",name:.{0,1000}?defaultValue:(\d+(?:\.\d+)?)', text)
+    size = re.search(r"NODE_TEXT_SIZE=(\d+)", text)
+    assert font and size, "the frontend's LOD setting or NODE_TEXT_SIZE was not found in its JS"
+    return float(font.group(1)) / float(size.group(1))
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_ui_workflow_opens_readable_with_nothing_hidden(graph):
+    ui = _ui(graph)
+    ds = ui["extra"]["ds"]
+    threshold = _frontend_lod_threshold()
+    assert 0.5 < threshold < bw.MIN_SAVED_SCALE
+    assert ds["scale"] >= bw.MIN_SAVED_SCALE > threshold, ds
+    scale, (ox, oy) = ds["scale"], ds["offset"]
+    for node in ui["nodes"]:
+        left, top = (node["pos"][0] + ox) * scale, (node["pos"][1] - bw.TITLE_HEIGHT + oy) * scale
+        right, bottom = (node["pos"][0] + node["size"][0] + ox) * scale, (node["pos"][1] + node["size"][1] + oy) * scale
+        where = (node["type"], left, top, right, bottom)
+        assert bw.VIEW_LEFT <= left and right <= bw.VIEW_RIGHT, where
+        assert bw.VIEW_TOP <= top and bottom <= bw.VIEW_BOTTOM, where
+        assert right <= bw.MINIMAP_LEFT or bottom <= bw.MINIMAP_TOP, where
+
+
+@pytest.mark.parametrize("class_type", sorted(set(bw.NODE_SPECS) - set(EXTERNAL)))
 def test_node_table_matches_real_node(comfy_nodes, class_type):
     spec = bw.NODE_SPECS[class_type]
     info = _node_info(comfy_nodes.NODE_CLASS_MAPPINGS[class_type])
@@ -121,7 +173,7 @@ def test_api_workflow_is_accepted_by_comfyui(comfy_nodes, graph, tmp_path, monke
     import execution
     import folder_paths
 
-    prompt = _json(f"{graph}.api.json")
+    prompt = bw.with_densepose_video(_api(graph))  # comfyui_controlnet_aux is not installed here
     for node_id, node in prompt.items():
         cls = comfy_nodes.NODE_CLASS_MAPPINGS[node["class_type"]]
         info = _node_info(cls)
@@ -150,6 +202,7 @@ def test_api_workflow_is_accepted_by_comfyui(comfy_nodes, graph, tmp_path, monke
     inputs.mkdir()
     for name in bw.DEMO_INPUTS:
         shutil.copy(REPO / "example_inputs" / name, inputs / name)
+    shutil.copy(REPO / "example_inputs" / bw.DEMO_VIDEO, inputs / bw.FROM_VIDEO_INPUT)  # the user's own video
     monkeypatch.setattr(folder_paths, "input_directory", str(inputs))
 
     valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt("test", prompt, None))
@@ -159,7 +212,7 @@ def test_api_workflow_is_accepted_by_comfyui(comfy_nodes, graph, tmp_path, monke
 
 @pytest.mark.parametrize("graph", GRAPHS)
 def test_ui_and_api_files_describe_the_same_graph(graph):
-    ui, api = _json(f"{graph}.json"), _json(f"{graph}.api.json")
+    ui, api = _ui(graph), _api(graph)
     assert bw.api_from_ui(ui) == api
     assert ui["version"] == 0.4 and ui["last_node_id"] == max(n["id"] for n in ui["nodes"])
     assert ui["last_link_id"] == len(ui["links"]) == len({link[0] for link in ui["links"]})
@@ -180,7 +233,9 @@ def test_ui_and_api_files_describe_the_same_graph(graph):
     order = [n["id"] for n in sorted(ui["nodes"], key=lambda n: n["order"])]
     for _lid, src, _ss, dst, _ds, _t in ui["links"]:
         assert order.index(src) < order.index(dst)  # "order" is an execution order
-        assert nodes[src]["pos"][0] < nodes[dst]["pos"][0]  # the layout reads left to right
+        # the layout reads left to right (or down, for a node stacked under its source)
+        assert nodes[src]["pos"][0] < nodes[dst]["pos"][0] or (
+            nodes[src]["pos"][0] == nodes[dst]["pos"][0] and nodes[src]["pos"][1] < nodes[dst]["pos"][1]), (src, dst)
 
 
 def test_widget_index_follows_control_and_upload_entries():
@@ -234,3 +289,24 @@ def test_animate_lists_missing_models_and_exits_2(comfy_dir, tmp_path, workflow)
                 "huggingface.co/zcxu-eric/MagicAnimate/resolve/main/densepose_controlnet/diffusion_pytorch_model"):
         assert url in out, url
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_tools_find_the_comfyui_the_pack_is_installed_in(comfy_dir, tmp_path, monkeypatch):
+    """animate.py and write_random_models.py (which uses the same search) find ComfyUI/custom_nodes/<pack>/../.."""
+    animate = _load("magicanimate_animate_script", REPO / "scripts" / "animate.py")
+    comfy = tmp_path / "ComfyUI"
+    for name in ("main.py", "nodes.py"):
+        (comfy / name).parent.mkdir(parents=True, exist_ok=True)
+        (comfy / name).write_text("")
+    (comfy / "comfy").mkdir()
+    (comfy / "custom_nodes").mkdir()
+    (comfy / "custom_nodes" / PACK_DIR_NAME).symlink_to(REPO, target_is_directory=True)
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)
+    monkeypatch.setattr(animate, "REPO_UNRESOLVED", comfy / "custom_nodes" / PACK_DIR_NAME)
+    assert animate.locate_comfyui(None) == (comfy.resolve(), "the ComfyUI this pack is installed in")
+
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "write_random_models.py"), "--out",
+                           str(tmp_path / "models"), "--comfyui", str(tmp_path / "nowhere")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "not a ComfyUI tree" in proc.stderr, proc.stdout + proc.stderr
+    assert not (tmp_path / "models").exists()

@@ -2,19 +2,22 @@
 
 Outputs (committed; do not edit them by hand)::
 
-    workflows/magicanimate_basic.api.json     API format (what POST /prompt and scripts/animate.py run)
-    workflows/magicanimate_basic.json         UI format (drag-and-drop into the ComfyUI editor)
-    workflows/txt2img_then_animate.api.json
-    workflows/txt2img_then_animate.json
-    workflows/multi_reference.api.json       several reference photos of one person (beyond the reference)
-    workflows/multi_reference.json
-    workflows/pose_align.api.json            driving motion fitted to the photo's body (beyond the reference)
-    workflows/pose_align.json
+    example_workflows/<name>.json       UI format: the folder ComfyUI's frontend lists under Templates for a pack
+                                        (with <name>.jpg, the thumbnail the browser test makes); drag-and-drop too
+    workflows/api/<name>.api.json       API format (what POST /prompt and scripts/animate.py run); kept out of
+                                        example_workflows/ so that it never shows up as a template
 
 Re-run after changing a graph below or a node's inputs::
 
     python workflows/build_workflows.py            # rewrite the JSON files
     python workflows/build_workflows.py --check    # exit 1 if the committed files are stale (tests do the same)
+
+To add a workflow: write a function that builds a :class:`Graph` and add it to :data:`GRAPHS` (nodes it uses need an
+entry in :data:`NODE_SPECS`). The layout is automatic: columns left to right by link depth; ``below=node`` stacks a
+node under another one in the same column, ``column=n`` pushes a node right to at least column n. The saved view is
+the largest zoom at which the whole graph fits a 1920x1080 window beside the frontend's sidebar and under its top
+bars; it must stay at or above :data:`MIN_SAVED_SCALE` (above the frontend's default text level-of-detail
+threshold), or the build fails.
 
 Pure Python (standard library only): it imports nothing from ComfyUI, so it runs anywhere. The facts it needs about
 each node (input order, which inputs are widgets, output names/types) are in :data:`NODE_SPECS`;
@@ -42,6 +45,18 @@ from pathlib import Path
 from typing import Any
 
 WORKFLOWS_DIR = Path(__file__).resolve().parent
+REPO_DIR = WORKFLOWS_DIR.parent
+UI_DIR = REPO_DIR / "example_workflows"  # ComfyUI's /workflow_templates lists <pack>/example_workflows/*.json
+API_DIR = WORKFLOWS_DIR / "api"  # one level deeper than any folder the frontend lists: never a template
+
+
+def ui_path(name: str, ui_dir: Path = UI_DIR) -> Path:
+    return ui_dir / f"{name}.json"
+
+
+def api_path(name: str, api_dir: Path = API_DIR) -> Path:
+    return api_dir / f"{name}.api.json"
+
 
 # ------------------------------------------------------------------------------------------------------------------
 # Model file names (relative to ComfyUI's models/<folder>/), shared by both graphs and by scripts/animate.py.
@@ -54,9 +69,10 @@ DENSEPOSE_CONTROLNET = "densepose_controlnet"  # models/magicanimate/<folder>/
 
 DEMO_IMAGE = "monalisa.png"  # example_inputs/
 DEMO_VIDEO = "running.mp4"  # example_inputs/ (DensePose renderings, 42 frames, 25 fps, 512x512)
+FROM_VIDEO_INPUT = "dance.mp4"  # ComfyUI/input/: the user's own video of a person (none is shipped)
 ALIGN_IMAGE = "demo4.jpg"  # example_inputs/ (MagicAnimate's demo4.png at 512x512)
 ALIGN_REFERENCE_POSE = "demo4_densepose.png"  # example_inputs/ (first frame of MagicAnimate's demo4 DensePose video)
-DEMO_INPUTS = (DEMO_IMAGE, DEMO_VIDEO, ALIGN_IMAGE, ALIGN_REFERENCE_POSE)  # what the shipped graphs load
+DEMO_INPUTS = (DEMO_IMAGE, DEMO_VIDEO, ALIGN_IMAGE, ALIGN_REFERENCE_POSE)  # example_inputs/ files the graphs load
 
 # ------------------------------------------------------------------------------------------------------------------
 # Node specs: just enough of each node's definition to write both formats.
@@ -86,7 +102,8 @@ class NodeSpec:
     display_name: str
     inputs: tuple[In, ...]
     outputs: tuple[tuple[str, str], ...]  # (name, type)
-    pack: bool = False  # a node of this pack (else ComfyUI core)
+    pack: bool = False  # a node of this pack (else ComfyUI core, or the pack named by cnr_id)
+    cnr_id: str | None = None  # another custom node pack's Comfy Registry id (its nodes are not installed in tests)
     size: tuple[int, int] | None = None  # UI size override (nodes with previews / multiline text)
     width: int = 320  # UI width when size is not given (wider for long combo values: labels stay readable)
 
@@ -114,7 +131,8 @@ NODE_SPECS: dict[str, NodeSpec] = {
         "Load Image", (W("image", "COMBO", upload=True),), (("IMAGE", "IMAGE"), ("MASK", "MASK")), size=(320, 380)),
     "LoadVideo": NodeSpec("Load Video", (W("file", "COMBO", upload=True),), (("VIDEO", "VIDEO"),), size=(320, 400)),
     "GetVideoComponents": NodeSpec(
-        "Get Video Components", (S("video", "VIDEO"),), (("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT"))),
+        "Get Video Components", (S("video", "VIDEO"),), (("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")),
+        width=240),
     "EmptyLatentImage": NodeSpec(
         "Empty Latent Image", (W("width", "INT", 512), W("height", "INT", 512), W("batch_size", "INT", 1)),
         (("LATENT", "LATENT"),)),
@@ -125,15 +143,21 @@ NODE_SPECS: dict[str, NodeSpec] = {
          S("negative", "CONDITIONING"), S("latent_image", "LATENT"), W("denoise", "FLOAT", 1.0)),
         (("LATENT", "LATENT"),)),
     "ImageBatch": NodeSpec("Batch Images", (S("image1", "IMAGE"), S("image2", "IMAGE")), (("IMAGE", "IMAGE"),)),
-    "VAEDecode": NodeSpec("VAE Decode", (S("samples", "LATENT"), S("vae", "VAE")), (("IMAGE", "IMAGE"),)),
+    "VAEDecode": NodeSpec("VAE Decode", (S("samples", "LATENT"), S("vae", "VAE")), (("IMAGE", "IMAGE"),), width=240),
     "CreateVideo": NodeSpec(
         "Create Video", (S("images", "IMAGE"), W("fps", "FLOAT", 30.0), S("audio", "AUDIO", optional=True)),
-        (("VIDEO", "VIDEO"),)),
+        (("VIDEO", "VIDEO"),), width=240),
     "SaveVideo": NodeSpec(
         "Save Video",
         (S("video", "VIDEO"), W("filename_prefix", "STRING", "video/ComfyUI"), W("format", "COMBO", "auto"),
          W("codec", "COMBO", "auto")),
-        (), size=(480, 520)),
+        (), size=(400, 460)),
+    # --- comfyui_controlnet_aux (node_wrappers/densepose.py): the DensePose estimator of the third workflow ---
+    "DensePosePreprocessor": NodeSpec(
+        "DensePose Estimator",
+        (S("image", "IMAGE"), W("model", "COMBO", "densepose_r50_fpn_dl.torchscript"),
+         W("cmap", "COMBO", "Viridis (MagicAnimate)"), W("resolution", "INT", 512)),
+        (("IMAGE", "IMAGE"),), cnr_id="comfyui_controlnet_aux", width=400),
     # --- this pack (nodes/*.py) ---
     "MagicAnimateLoader": NodeSpec(
         "Load MagicAnimate",
@@ -190,6 +214,8 @@ class Node:
     class_type: str
     title: str | None
     values: dict[str, Any] = field(default_factory=dict)  # literal or Out
+    below: int | None = None  # layout hint: id of the node this one is stacked under (same column)
+    column: int | None = None  # layout hint: at least this column (frees room in the columns to its left)
 
     @property
     def spec(self) -> NodeSpec:
@@ -213,7 +239,8 @@ class Graph:
         self.description = description
         self.nodes: list[Node] = []
 
-    def add(self, class_type: str, title: str | None = None, **values: Any) -> Node:
+    def add(self, class_type: str, title: str | None = None, below: Node | None = None, column: int | None = None,
+            **values: Any) -> Node:
         spec = NODE_SPECS[class_type]
         for key, value in values.items():
             inp = spec.input(key)
@@ -226,7 +253,7 @@ class Graph:
                 values[inp.name] = inp.default
             if not inp.widget and not inp.optional and inp.name not in values:
                 raise TypeError(f"{class_type}.{inp.name} must be connected")
-        node = Node(len(self.nodes) + 1, class_type, title, values)
+        node = Node(len(self.nodes) + 1, class_type, title, values, below.id if below is not None else None, column)
         self.nodes.append(node)
         return node
 
@@ -245,30 +272,30 @@ class Graph:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# The two shipped graphs
+# The shipped graphs
 
 
-def _animate(g: Graph, reference: Out, ckpt: Node, reference_pose: Out | None = None) -> None:
-    """The MagicAnimate part shared by the graphs: reference IMAGE + DensePose video -> saved mp4.
+def _animate(g: Graph, reference: Out, ckpt: Node, pose_frames: Out | None = None,
+             components: Node | None = None) -> None:
+    """The MagicAnimate part shared by the graphs: reference IMAGE + DensePose frames -> saved mp4.
 
-    With ``reference_pose`` (a DensePose rendering of the reference photo), Pose Align fits the video to it first.
+    ``pose_frames``: DensePose frames made elsewhere in the graph, with ``components`` the GetVideoComponents whose
+    fps the mp4 keeps; by default a LoadVideo of a DensePose video provides both.
     """
     ma = g.add("MagicAnimateLoader", temporal_checkpoint=TEMPORAL_CHECKPOINT, appearance_encoder=APPEARANCE_ENCODER,
                densepose_controlnet=DENSEPOSE_CONTROLNET, weight_dtype="auto")
-    vae = g.add("VAELoader", vae_name=SD_VAE)
-    video = g.add("LoadVideo", title="DensePose video", file=DEMO_VIDEO)
-    components = g.add("GetVideoComponents", video=video["VIDEO"])
+    vae = g.add("VAELoader", column=1, vae_name=SD_VAE)
+    if components is None:
+        video = g.add("LoadVideo", title="DensePose video", file=DEMO_VIDEO)
+        components = g.add("GetVideoComponents", video=video["VIDEO"])
     positive = g.add("CLIPTextEncode", title="Positive prompt (empty in the reference)", text="",
                      clip=ckpt["CLIP"])
     negative = g.add("CLIPTextEncode", title="Negative prompt (empty in the reference)", text="",
                      clip=ckpt["CLIP"])
-    appearance = g.add("MagicAnimateAppearanceEncode", appearance_encoder=ma["appearance_encoder"], vae=vae["VAE"],
-                       image=reference, fit="stretch", width=512, height=512)
-    pose_frames = components["images"]
-    if reference_pose is not None:
-        pose_frames = g.add("MagicAnimatePoseAlign", pose_frames=pose_frames, reference_pose=reference_pose,
-                            mode="first-frame")["pose_frames"]
-    pose = g.add("MagicAnimatePoseControl", control_net=ma["CONTROL_NET"], pose_frames=pose_frames,
+    appearance = g.add("MagicAnimateAppearanceEncode", column=2, appearance_encoder=ma["appearance_encoder"],
+                       vae=vae["VAE"], image=reference, fit="stretch", width=512, height=512)
+    pose = g.add("MagicAnimatePoseControl", control_net=ma["CONTROL_NET"],
+                 pose_frames=pose_frames if pose_frames is not None else components["images"],
                  strength=1.0, start_percent=0.0, end_percent=1.0, fit="stretch")
     segments = g.add("MagicAnimateSegmentFuse", length=16, overlap=4, closed_loop=True, fuse="average")
     latent = g.add("MagicAnimateTemporalSample", model=ma["MODEL"], appearance=appearance["appearance"],
@@ -276,7 +303,7 @@ def _animate(g: Graph, reference: Out, ckpt: Node, reference_pose: Out | None = 
                    steps=25, cfg=7.5, sampler_name="reference_ddim", scheduler="normal", denoise=1.0,
                    noise_mode="tiled", segments=segments["segments"])
     frames = g.add("VAEDecode", samples=latent["LATENT"], vae=vae["VAE"])
-    clip = g.add("CreateVideo", images=frames["IMAGE"], fps=components["fps"])
+    clip = g.add("CreateVideo", below=frames, images=frames["IMAGE"], fps=components["fps"])
     g.add("SaveVideo", video=clip["VIDEO"], filename_prefix="MagicAnimate/magicanimate", format="auto", codec="auto")
 
 
@@ -284,7 +311,7 @@ def magicanimate_basic() -> Graph:
     g = Graph("magicanimate_basic", "MagicAnimate: animate a reference photo with a DensePose video.")
     ckpt = g.add("CheckpointLoaderSimple", title="SD1.5 checkpoint (text encoder)",
                  ckpt_name=SD15_CHECKPOINT)
-    image = g.add("LoadImage", title="Reference image", image=DEMO_IMAGE)
+    image = g.add("LoadImage", title="Reference image", column=1, image=DEMO_IMAGE)
     _animate(g, image["IMAGE"], ckpt)
     return g
 
@@ -301,8 +328,26 @@ def txt2img_then_animate() -> Graph:
     sampled = g.add("KSampler", model=ckpt["MODEL"], seed=1, steps=25, cfg=7.0, sampler_name="euler",
                     scheduler="normal", positive=prompt["CONDITIONING"], negative=negative["CONDITIONING"],
                     latent_image=empty["LATENT"], denoise=1.0)
-    image = g.add("VAEDecode", title="Reference image (VAE Decode)", samples=sampled["LATENT"], vae=ckpt["VAE"])
+    image = g.add("VAEDecode", title="Reference image", below=sampled, samples=sampled["LATENT"],
+                  vae=ckpt["VAE"])
     _animate(g, image["IMAGE"], ckpt)
+    return g
+
+
+def magicanimate_from_video() -> Graph:
+    g = Graph("magicanimate_from_video",
+              "MagicAnimate from an ordinary video: the DensePose Estimator of comfyui_controlnet_aux (viridis colour "
+              "map, as MagicAnimate was trained) turns the video into DensePose frames, then the reference photo is "
+              "animated with them. Needs the comfyui_controlnet_aux node pack.")
+    ckpt = g.add("CheckpointLoaderSimple", title="SD1.5 checkpoint (text encoder)",
+                 ckpt_name=SD15_CHECKPOINT)
+    image = g.add("LoadImage", title="Reference image", column=1, image=DEMO_IMAGE)
+    video = g.add("LoadVideo", title="Ordinary video (a person moving)", file=FROM_VIDEO_INPUT)
+    frames = g.add("GetVideoComponents", title="Video frames", video=video["VIDEO"])
+    densepose = g.add("DensePosePreprocessor", title="DensePose Estimator (comfyui_controlnet_aux)",
+                      image=frames["images"], model="densepose_r50_fpn_dl.torchscript",
+                      cmap="Viridis (MagicAnimate)", resolution=512)
+    _animate(g, image["IMAGE"], ckpt, pose_frames=densepose["IMAGE"], components=frames)
     return g
 
 
@@ -311,8 +356,9 @@ def multi_reference() -> Graph:
               "MagicAnimate with two reference photos of the same person (e.g. front and back), joined by Batch "
               "Images; chain more Batch Images for up to four.")
     ckpt = g.add("CheckpointLoaderSimple", title="SD1.5 checkpoint (text encoder)", ckpt_name=SD15_CHECKPOINT)
-    front = g.add("LoadImage", title="Reference photo 1 (e.g. front)", image=DEMO_IMAGE)
-    other = g.add("LoadImage", title="Reference photo 2 (e.g. back or side; replace the stand-in)", image=DEMO_IMAGE)
+    front = g.add("LoadImage", title="Reference photo 1 (e.g. front)", column=1, image=DEMO_IMAGE)
+    other = g.add("LoadImage", title="Reference photo 2 (e.g. back or side; replace the stand-in)", below=ckpt,
+                  image=DEMO_IMAGE)
     photos = g.add("ImageBatch", title="Reference photos (1 to 4)", image1=front["IMAGE"], image2=other["IMAGE"])
     _animate(g, photos["IMAGE"], ckpt)
     return g
@@ -323,14 +369,21 @@ def pose_align() -> Graph:
               "MagicAnimate with Pose Align: the driving DensePose video is scaled and shifted so that the body "
               "matches the DensePose of the reference photo (height and centre), one transform for the whole video.")
     ckpt = g.add("CheckpointLoaderSimple", title="SD1.5 checkpoint (text encoder)", ckpt_name=SD15_CHECKPOINT)
-    image = g.add("LoadImage", title="Reference image", image=ALIGN_IMAGE)
-    reference_pose = g.add("LoadImage", title="DensePose of the reference image", image=ALIGN_REFERENCE_POSE)
-    _animate(g, image["IMAGE"], ckpt, reference_pose=reference_pose["IMAGE"])
+    image = g.add("LoadImage", title="Reference image", column=1, image=ALIGN_IMAGE)
+    reference_pose = g.add("LoadImage", title="DensePose of the reference image", below=ckpt,
+                           image=ALIGN_REFERENCE_POSE)
+    video = g.add("LoadVideo", title="DensePose video", file=DEMO_VIDEO)
+    components = g.add("GetVideoComponents", video=video["VIDEO"])
+    aligned = g.add("MagicAnimatePoseAlign", pose_frames=components["images"], reference_pose=reference_pose["IMAGE"],
+                    mode="first-frame")
+    _animate(g, image["IMAGE"], ckpt, pose_frames=aligned["pose_frames"], components=components)
     return g
 
 
+#: name -> builder of every shipped workflow (each becomes a template and an API file).
 GRAPHS = {"magicanimate_basic": magicanimate_basic, "txt2img_then_animate": txt2img_then_animate,
-          "multi_reference": multi_reference, "pose_align": pose_align}
+          "magicanimate_from_video": magicanimate_from_video, "multi_reference": multi_reference,
+          "pose_align": pose_align}
 
 # ------------------------------------------------------------------------------------------------------------------
 # API format
@@ -384,17 +437,19 @@ LEFT_COLUMN = {"CheckpointLoaderSimple", "VAELoader", "MagicAnimateLoader", "Loa
 
 
 def _depths(g: Graph) -> dict[int, int]:
-    """Column of each node: longest path from a source; settings-only sources sit just before their first consumer."""
+    """Column of each node: longest path from a source; settings-only sources sit just before their first consumer;
+    a node with a ``below`` hint shares the column of the node it is stacked under."""
     depth: dict[int, int] = {}
     for node in g.nodes:  # ids are in topological order (inputs must exist when a node is added)
         parents = [v.node for v in node.values.values() if isinstance(v, Out)]
-        depth[node.id] = 1 + max((depth[p] for p in parents), default=-1)
+        depth[node.id] = (depth[node.below] if node.below is not None
+                          else max(1 + max((depth[p] for p in parents), default=-1), node.column or 0))
     consumers: dict[int, list[int]] = {n.id: [] for n in g.nodes}
     for target, _name, src in g.edges():
         consumers[src.node].append(target.id)
     for node in g.nodes:
         is_source = not any(isinstance(v, Out) for v in node.values.values())
-        if is_source and node.class_type not in LEFT_COLUMN and consumers[node.id]:
+        if is_source and node.class_type not in LEFT_COLUMN and node.column is None and consumers[node.id]:
             depth[node.id] = min(depth[c] for c in consumers[node.id]) - 1
     return depth
 
@@ -406,20 +461,67 @@ def _size(spec: NodeSpec) -> list[int]:
     return [spec.width, 46 + 22 * max(sockets, len(spec.outputs)) + 26 * len(spec.widgets)]
 
 
+TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its ``pos``
+GAP_X = 50  # between columns (room for the links)
+GAP_Y = 20 + TITLE_HEIGHT  # between stacked nodes
+
+#: The part of a 1920x1080 window (device pixel ratio 1, frontend 1.32.9 with default settings) where the canvas is
+#: not covered: right of the 48 px sidebar, below the workflow tabs and the breadcrumb / Run bar (and the "Nodes 2.0"
+#: banner), left of the window edge, above the zoom controls. The browser test checks it against the real page.
+VIEW_LEFT, VIEW_TOP, VIEW_RIGHT, VIEW_BOTTOM = 80, 140, 1900, 1050
+#: The minimap's corner (bottom right, shown by default): nothing may be drawn under it.
+MINIMAP_LEFT, MINIMAP_TOP = 1650, 820
+#: The saved zoom must be at least this: the frontend (1.32.9) draws nodes as blank boxes (no text) below
+#: ``MinFontSizeForLOD / (NODE_TEXT_SIZE * sqrt(devicePixelRatio))`` = 8 / 14 = 0.571 at the defaults; the margin
+#: keeps titles readable (8.7 px at least).
+MIN_SAVED_SCALE = 0.62
+
+
 def _layout(g: Graph) -> dict[int, list[int]]:
     depth = _depths(g)
     columns: dict[int, list[Node]] = {}
     for node in g.nodes:
-        columns.setdefault(depth[node.id], []).append(node)
+        if node.below is None:
+            columns.setdefault(depth[node.id], []).append(node)
+    for node in g.nodes:  # stacked nodes go right under the node they are stacked below
+        if node.below is not None:
+            column = columns[depth[node.id]]
+            column.insert(next(i for i, n in enumerate(column) if n.id == node.below) + 1, node)
     pos: dict[int, list[int]] = {}
     x = 0
     for col in sorted(columns):
         y = 0
         for node in columns[col]:
             pos[node.id] = [x, y]
-            y += _size(node.spec)[1] + 60
-        x += max(_size(n.spec)[0] for n in columns[col]) + 80
+            y += _size(node.spec)[1] + GAP_Y
+        x += max(_size(n.spec)[0] for n in columns[col]) + GAP_X
     return pos
+
+
+def bounds(nodes: list[dict]) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of UI nodes in canvas units, title bars included."""
+    return (min(n["pos"][0] for n in nodes), min(n["pos"][1] for n in nodes) - TITLE_HEIGHT,
+            max(n["pos"][0] + n["size"][0] for n in nodes), max(n["pos"][1] + n["size"][1] for n in nodes))
+
+
+def saved_view(nodes: list[dict], name: str = "") -> dict:
+    """``extra.ds`` of a UI workflow: the largest zoom (2 decimals, at most 1) at which every node lies in the
+    uncovered part of a 1920x1080 window, the graph centred in it. Raises ValueError below :data:`MIN_SAVED_SCALE`."""
+    x0, y0, x1, y1 = bounds(nodes)
+    width, height = VIEW_RIGHT - VIEW_LEFT, VIEW_BOTTOM - VIEW_TOP
+    scale = int(min(1.0, width / (x1 - x0), height / (y1 - y0)) * 100) / 100
+    while scale >= MIN_SAVED_SCALE:
+        left = VIEW_LEFT + (width - (x1 - x0) * scale) / 2
+        top = VIEW_TOP + (height - (y1 - y0) * scale) / 2
+        offset = [round(left / scale - x0, 1), round(top / scale - y0, 1)]
+        under_minimap = any((n["pos"][0] + n["size"][0] + offset[0]) * scale > MINIMAP_LEFT
+                            and (n["pos"][1] + n["size"][1] + offset[1]) * scale > MINIMAP_TOP for n in nodes)
+        if not under_minimap:
+            return {"scale": scale, "offset": offset}
+        scale = round(scale - 0.01, 2)
+    raise ValueError(f"workflow {name}: {x1 - x0:.0f}x{y1 - y0:.0f} canvas units do not fit a 1920x1080 window at "
+                     f"zoom {MIN_SAVED_SCALE} (the frontend would hide node text); stack nodes with below=... or use "
+                     f"narrower nodes")
 
 
 def to_ui(g: Graph) -> dict:
@@ -453,7 +555,12 @@ def to_ui(g: Graph) -> dict:
                 slot_of_link[entry["link"]] = slot
         outputs = [{"name": name, "type": type_, "links": out_links.get((node.id, slot))}
                    for slot, (name, type_) in enumerate(spec.outputs)]
-        properties = ({"cnr_id": PACK_REGISTRY_ID} if spec.pack else {"cnr_id": "comfy-core", "ver": CORE_VERSION})
+        if spec.pack:
+            properties = {"cnr_id": PACK_REGISTRY_ID}
+        elif spec.cnr_id:
+            properties = {"cnr_id": spec.cnr_id}
+        else:
+            properties = {"cnr_id": "comfy-core", "ver": CORE_VERSION}
         properties["Node name for S&R"] = node.class_type
         ui_node = {"id": node.id, "type": node.class_type, "pos": pos[node.id], "size": _size(spec), "flags": {},
                    "order": order, "mode": 0, "inputs": inputs, "outputs": outputs}
@@ -473,7 +580,7 @@ def to_ui(g: Graph) -> dict:
         "links": links,
         "groups": [],
         "config": {},
-        "extra": {"ds": {"scale": 0.55, "offset": [60, 60]}, "info": {"description": g.description}},
+        "extra": {"ds": saved_view(ui_nodes, g.name), "info": {"description": g.description}},
         "version": 0.4,
     }
 
@@ -501,6 +608,25 @@ def api_from_ui(ui: dict) -> dict:
     return prompt
 
 
+def with_densepose_video(prompt: dict, video: str = DEMO_VIDEO) -> dict:
+    """A copy of an API prompt whose DensePose estimators are replaced by a DensePose video (LoadVideo ``video`` ->
+    GetVideoComponents, under the estimator's id, so that its ``[id, 0]`` IMAGE links now carry the video's frames).
+
+    For running the MagicAnimate part of ``magicanimate_from_video`` without comfyui_controlnet_aux (tests).
+    """
+    out = json.loads(json.dumps(prompt))
+    next_id = max(int(k) for k in out) + 1
+    for node_id, node in list(out.items()):
+        if node["class_type"] == "DensePosePreprocessor":
+            loader = str(next_id)
+            next_id += 1
+            out[loader] = {"class_type": "LoadVideo", "inputs": {"file": video},
+                           "_meta": {"title": "DensePose video (stands in for the estimator)"}}
+            out[node_id] = {"class_type": "GetVideoComponents", "inputs": {"video": [loader, 0]},
+                            "_meta": {"title": node["_meta"]["title"]}}
+    return out
+
+
 # ------------------------------------------------------------------------------------------------------------------
 
 
@@ -508,28 +634,32 @@ def dumps(data: dict) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def rendered(directory: Path = WORKFLOWS_DIR) -> dict[Path, str]:
+def rendered(ui_dir: Path = UI_DIR, api_dir: Path = API_DIR) -> dict[Path, str]:
     """Every output file and the text it should have."""
     files = {}
     for name, build in GRAPHS.items():
         g = build()
-        files[directory / f"{name}.api.json"] = dumps(to_api(g))
-        files[directory / f"{name}.json"] = dumps(to_ui(g))
+        files[api_path(name, api_dir)] = dumps(to_api(g))
+        files[ui_path(name, ui_dir)] = dumps(to_ui(g))
     return files
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only report stale files (exit 1), write nothing")
-    parser.add_argument("--out", type=Path, default=WORKFLOWS_DIR, help="output directory (default: workflows/)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write both formats into this directory instead (default: example_workflows/ for UI, "
+                             "workflows/api/ for API files)")
     args = parser.parse_args(argv)
     stale = []
-    for path, text in rendered(args.out).items():
+    files = rendered(args.out, args.out) if args.out else rendered()
+    for path, text in files.items():
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current == text:
             continue
         stale.append(path)
         if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
     verb = "stale" if args.check else "written"
     for path in stale:

@@ -1,20 +1,27 @@
-"""The shipped UI-format workflows in the real ComfyUI frontend, driven by Playwright in Debian's headless Chromium.
+"""The shipped templates in the real ComfyUI frontend, as a new user meets them: Playwright in Debian's headless
+Chromium, a 1920x1080 window at device pixel ratio 1, the frontend's default settings (nothing is written to them).
 
 A ComfyUI server (``tests/server_harness.py``: a fresh copy of the ComfyUI tree, this pack symlinked into
 ``custom_nodes/``, random-weight full-size model files) serves the frontend that ComfyUI requires
-(``comfyui-frontend-package`` 1.32.9, a test requirement). For each ``workflows/*.json`` (UI format) the test
+(``comfyui-frontend-package`` 1.32.9, a test requirement). For each UI workflow of ``example_workflows/`` the test
 
-1. loads the file as shipped through ``app.loadGraphData`` and checks that the frontend reports no missing node
-   type (its "missing nodes" dialog is spied on and looked for), that every node type is registered, that the five
-   MagicAnimate nodes are there with the sockets and widgets ``/object_info`` declares, widget values included,
-   and that the frontend's own UI -> API conversion (``app.graphToPrompt``) gives exactly the shipped ``.api.json``;
-2. takes a screenshot of the whole graph (1600x900 viewport at device scale 2, focus mode, fitted to the graph);
-3. loads it again with tiny settings patched into ``widgets_values`` (64x64, 2 steps), clicks the Run button,
-   waits for the prompt to finish (``/history``) and checks that the ``<video>`` of the SaveVideo output appears
-   in the page and decodes at 64x64.
+1. opens the Templates dialog (the frontend opens it itself on a new user's first visit), picks this pack's category
+   and clicks the template's card (its thumbnail must load);
+2. checks what the frontend then shows: no missing node type (for ``magicanimate_from_video`` exactly the DensePose
+   estimator of comfyui_controlnet_aux, which the tests do not install), the five MagicAnimate nodes with the
+   sockets, widgets and values ``/object_info`` and the file declare, the frontend's UI -> API conversion equal to
+   the shipped ``workflows/api/<name>.api.json``;
+3. checks that it is readable at the saved zoom: the view is the file's, at or above the frontend's own text
+   level-of-detail threshold (``canvas._lowQualityZoomThreshold``, from its default settings), every node title is
+   actually drawn on the canvas (``fillText`` is recorded), and every node lies in the window clear of the sidebar,
+   the top bars, the Run bar, the minimap and the zoom controls;
+4. takes a screenshot of the window (the README picture) and the template thumbnail;
+5. sets 64x64 and 2 steps in the widgets, clicks Run, waits for the prompt to finish (``/history``) and checks that
+   the ``<video>`` of the SaveVideo output appears in the page at 64x64 (not for ``magicanimate_from_video``: its
+   MagicAnimate part runs in ``tests/e2e/test_server.py`` with a DensePose video in place of the estimator).
 
-Screenshots go to the test's temporary dir; with ``MAGICANIMATE_UPDATE_SCREENSHOTS=1`` they also replace
-``docs/screenshots/<workflow>.png`` (the pictures in the README)::
+Screenshots and thumbnails go to the test's temporary dir; with ``MAGICANIMATE_UPDATE_SCREENSHOTS=1`` they also
+replace ``docs/screenshots/<workflow>.png`` (the pictures in the README) and ``example_workflows/<workflow>.jpg``::
 
     MAGICANIMATE_UPDATE_SCREENSHOTS=1 .venv/bin/python -m pytest -q tests/browser
 
@@ -24,7 +31,6 @@ downloads one. Without Chromium the browser tests fail when ``$CI`` is set and a
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import os
@@ -35,52 +41,12 @@ import time
 from pathlib import Path
 
 import pytest
-from server_harness import NODE_IDS, REPO_ROOT, Server, comfyui_server, shared_model_tree
+from server_harness import NODE_IDS, PACK_FOLDER, REPO_ROOT, Server, comfyui_server, shared_model_tree
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 SCREENSHOT_DIR = REPO_ROOT / "docs" / "screenshots"
 README = REPO_ROOT / "README.md"
 UPDATE_ENV = "MAGICANIMATE_UPDATE_SCREENSHOTS"
-
-#: Every shipped UI-format workflow (the ``.api.json`` files are the API twins).
-UI_WORKFLOWS = sorted(p.name[:-len(".json")] for p in WORKFLOWS_DIR.glob("*.json")
-                      if not p.name.endswith(".api.json"))
-
-VIEWPORT = {"width": 1600, "height": 900}
-DEVICE_SCALE = 2  # screenshots are 3200 px wide: node text stays legible when the picture is opened full size
-PAGE_TIMEOUT_MS = 60_000
-RUN_TIMEOUT_S = 300
-VIDEO_TIMEOUT_MS = 60_000
-
-#: (class_type, widget) -> value: the tiny run (everything else as shipped).
-TINY = {
-    ("MagicAnimateAppearanceEncode", "width"): 64,
-    ("MagicAnimateAppearanceEncode", "height"): 64,
-    ("MagicAnimateTemporalSample", "steps"): 2,
-    ("EmptyLatentImage", "width"): 64,
-    ("EmptyLatentImage", "height"): 64,
-    ("KSampler", "steps"): 2,
-}
-
-#: Frontend settings for the test user: no first-run template dialog, no minimap / canvas info / canvas menu over
-#: the graph, full node detail at any zoom (the screenshots are taken zoomed out). The missing-node warning stays on.
-SETTINGS = {
-    "Comfy.TutorialCompleted": True,
-    "Comfy.Workflow.ShowMissingNodesWarning": True,
-    "Comfy.Minimap.Visible": False,
-    "Comfy.Graph.CanvasInfo": False,
-    "Comfy.Graph.CanvasMenu": False,
-    "LiteGraph.Canvas.MinFontSizeForLOD": 0,
-}
-
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage"]
-
-#: object_info input types the frontend shows as widgets, and the LiteGraph widget types it uses for them.
-WIDGET_KINDS = {"INT": {"number", "slider"}, "FLOAT": {"number", "slider"}, "BOOLEAN": {"toggle"},
-                "COMBO": {"combo"}, "STRING": {"text", "customtext"}}
-UI_ONLY_WIDGETS = {"control_after_generate", "upload"}  # seed control, upload button: no input of the node
 
 
 def _load_build_workflows():
@@ -95,41 +61,95 @@ def _load_build_workflows():
 
 bw = _load_build_workflows()
 
+#: Every shipped UI-format workflow (a template of this pack).
+UI_WORKFLOWS = sorted(bw.GRAPHS)
+#: Node types of other packs, not installed here: the frontend reports them missing.
+EXTERNAL = {ct for ct, spec in bw.NODE_SPECS.items() if spec.cnr_id}
+
+VIEWPORT = {"width": 1920, "height": 1080}
+DEVICE_SCALE = 1  # the worst case for the frontend's level of detail: its threshold grows as the ratio shrinks
+PAGE_TIMEOUT_MS = 60_000
+RUN_TIMEOUT_S = 900  # a 2-core machine shared with other jobs can be several times slower than idle
+VIDEO_TIMEOUT_MS = 60_000
+THUMBNAIL_SIZE = (512, 384)  # the dialog shows it in a square card, object-contain
+
+#: (class_type, widget) -> value: the tiny run (everything else as shipped).
+TINY = {
+    ("MagicAnimateAppearanceEncode", "width"): 64,
+    ("MagicAnimateAppearanceEncode", "height"): 64,
+    ("MagicAnimateTemporalSample", "steps"): 2,
+    ("EmptyLatentImage", "width"): 64,
+    ("EmptyLatentImage", "height"): 64,
+    ("KSampler", "steps"): 2,
+}
+
+#: Parts of the page drawn over the canvas (default settings): nothing of a workflow may lie under them.
+OVERLAYS = {
+    "sidebar": ".side-tool-bar-container",
+    "workflow tabs": ".workflow-tabs-container",
+    "breadcrumb": ".subgraph-breadcrumb",
+    "Run bar": ".actionbar-container",
+    "minimap": ".minimap-main-container",
+    "zoom controls": "[class*=zoom-controls], .p-buttongroup",
+}
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage"]
+
+#: object_info input types the frontend shows as widgets, and the LiteGraph widget types it uses for them.
+WIDGET_KINDS = {"INT": {"number", "slider"}, "FLOAT": {"number", "slider"}, "BOOLEAN": {"toggle"},
+                "COMBO": {"combo"}, "STRING": {"text", "customtext"}}
+UI_ONLY_WIDGETS = {"control_after_generate", "upload"}  # seed control, upload button: no input of the node
+
+#: Records every string the page draws on a canvas (2D ``fillText``), while ``window.__recordText`` is set.
+_RECORD_TEXT_JS = """(() => {
+    window.__drawnText = new Set();
+    window.__recordText = false;
+    const fillText = CanvasRenderingContext2D.prototype.fillText;
+    CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {
+        if (window.__recordText) window.__drawnText.add(String(text));
+        return fillText.call(this, text, ...rest);
+    };
+})();"""
+
 
 def _ui_workflow(name: str) -> dict:
-    return json.loads((WORKFLOWS_DIR / f"{name}.json").read_text(encoding="utf-8"))
+    return json.loads(bw.ui_path(name).read_text(encoding="utf-8"))
 
 
-def _tiny(workflow: dict) -> dict:
-    """The UI workflow with :data:`TINY` patched into its nodes' ``widgets_values``."""
-    wf = copy.deepcopy(workflow)
-    for node in wf["nodes"]:
-        for (class_type, widget), value in TINY.items():
-            if node["type"] == class_type:
-                node["widgets_values"][bw.widget_index(class_type, widget)] = value
-    return wf
-
-
-def _png_size(path: Path) -> tuple[int, int]:
-    head = path.read_bytes()[:24]
-    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    return struct.unpack(">II", head[16:24])
+def _size_of(path: Path) -> tuple[int, int]:
+    """(width, height) of a PNG or JPEG file."""
+    data = path.read_bytes()
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return struct.unpack(">II", data[16:24])
+    assert data[:2] == b"\xff\xd8", f"{path} is neither PNG nor JPEG"
+    i = 2
+    while i < len(data):
+        marker, length = data[i + 1], struct.unpack(">H", data[i + 2:i + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2):
+            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            return width, height
+        i += 2 + length
+    raise AssertionError(f"{path}: no JPEG frame header")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# README screenshots (fast: no browser)
+# README screenshots and template thumbnails (fast: no browser)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_readme_shows_a_screenshot_of_each_workflow():
+def test_readme_shows_a_screenshot_of_each_workflow_and_each_template_has_a_thumbnail():
     readme = README.read_text(encoding="utf-8")
-    assert UI_WORKFLOWS, "no UI-format workflow in workflows/"
+    assert UI_WORKFLOWS, "no UI-format workflow in example_workflows/"
     for name in UI_WORKFLOWS:
         rel = f"docs/screenshots/{name}.png"
         assert (REPO_ROOT / rel).is_file(), f"{rel} is missing; run {UPDATE_ENV}=1 pytest tests/browser"
-        width, height = _png_size(REPO_ROOT / rel)
-        assert width >= 1600 and height >= 300, (rel, width, height)
+        assert _size_of(REPO_ROOT / rel) == (VIEWPORT["width"], VIEWPORT["height"]), rel  # the whole window
         assert f"]({rel})" in readme, f"README.md does not show {rel}"
+        thumb = bw.ui_path(name).with_suffix(".jpg")  # the name the frontend asks for (mediaSubtype "jpg")
+        assert thumb.is_file(), f"{thumb} is missing; run {UPDATE_ENV}=1 pytest tests/browser"
+        assert _size_of(thumb) == THUMBNAIL_SIZE, thumb
     assert f"{UPDATE_ENV}=1" in readme, "README.md does not say how to regenerate the screenshots"
 
 
@@ -166,10 +186,9 @@ def playwright_api():
 
 @pytest.fixture(scope="module")
 def server(chromium, tmp_path_factory):
+    """A fresh server with a new user: the frontend's settings are its defaults (the test never writes them)."""
     with comfyui_server(tmp_path_factory.mktemp("browser-server"), models_dir=shared_model_tree(),
                         label="browser") as srv:
-        status, _ = srv.post("/settings", SETTINGS)
-        assert status == 200, srv.log_tail()
         yield srv
 
 
@@ -197,7 +216,7 @@ def page_errors() -> list[str]:
 @pytest.fixture
 def page(browser, server, page_errors):
     context = browser.new_context(viewport=VIEWPORT, device_scale_factor=DEVICE_SCALE)
-    context.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")  # the "Nodes 2.0" banner
+    context.add_init_script(_RECORD_TEXT_JS)
     page = context.new_page()
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.on("pageerror", lambda exc: page_errors.append(str(exc)))
@@ -212,20 +231,17 @@ def page(browser, server, page_errors):
 # In-page helpers
 # ---------------------------------------------------------------------------------------------------------------------
 
-_LOAD_JS = """async ({workflow, name}) => {
+_SPY_MISSING_JS = """() => {
     const app = window.app;
-    const missing = [];
-    const original = app.showMissingNodesError;
-    app.showMissingNodesError = function (types, ...rest) {
-        missing.push(...types.map(t => typeof t === 'string' ? t : (t.type ?? JSON.stringify(t))));
-        return original.call(this, types, ...rest);
-    };
-    try {
-        await app.loadGraphData(workflow, true, true, name);
-    } finally {
-        app.showMissingNodesError = original;
+    window.__missingNodes = [];
+    if (!app.__missingSpy) {
+        const original = app.showMissingNodesError;
+        app.showMissingNodesError = function (types, ...rest) {
+            window.__missingNodes.push(...types.map(t => typeof t === 'string' ? t : (t.type ?? JSON.stringify(t))));
+            return original.call(this, types, ...rest);
+        };
+        app.__missingSpy = true;
     }
-    return missing;
 }"""
 
 _GRAPH_JS = """() => window.app.graph.nodes.map(n => ({
@@ -238,44 +254,119 @@ _GRAPH_JS = """() => window.app.graph.nodes.map(n => ({
                                           value: (typeof w.value === 'object' ? null : w.value)})),
 }))"""
 
-_FIT_JS = """(margin) => {
-    const app = window.app, canvas = app.canvas, ds = canvas.ds;
-    let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
-    for (const n of app.graph.nodes) {
-        const [x, y, w, h] = n.boundingRect;
-        x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h);
-    }
-    ds.fitToBounds([x0, y0, x1 - x0, y1 - y0], {zoom: 0.97});
+#: Titles drawn on the canvas in one full redraw at the current view, and the view itself.
+_DRAWN_TITLES_JS = """async () => {
+    const canvas = window.app.canvas;
+    window.__drawnText.clear();
+    window.__recordText = true;
     canvas.setDirty(true, true);
-    const r = canvas.canvas.getBoundingClientRect();
-    const sx = v => r.left + (v + ds.offset[0]) * ds.scale, sy = v => r.top + (v + ds.offset[1]) * ds.scale;
-    const left = Math.max(r.left, sx(x0) - margin), top = Math.max(r.top, sy(y0) - margin);
-    const right = Math.min(r.right, sx(x1) + margin), bottom = Math.min(r.bottom, sy(y1) + margin);
-    return {scale: ds.scale, clip: {x: left, y: top, width: right - left, height: bottom - top}};
+    canvas.draw(true, true);
+    await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+    window.__recordText = false;
+    return {drawn: Array.from(window.__drawnText), scale: canvas.ds.scale, offset: Array.from(canvas.ds.offset),
+            threshold: canvas._lowQualityZoomThreshold, low_quality: canvas.low_quality,
+            min_font: canvas.min_font_size_for_lod, dpr: window.devicePixelRatio};
 }"""
 
-#: Previews of the loaded inputs are drawn (LoadImage's picture, LoadVideo's first frame).
-_PREVIEWS_READY_JS = """() => {
+#: Screen rectangle of every node (title bar included) and of every overlay element.
+_RECTS_JS = """(overlays) => {
+    const app = window.app, canvas = app.canvas, ds = canvas.ds;
+    const r = canvas.canvas.getBoundingClientRect();
+    const title = window.LiteGraph.NODE_TITLE_HEIGHT;
+    const nodes = app.graph.nodes.map(n => ({
+        id: n.id, type: n.type,
+        left: r.left + (n.pos[0] + ds.offset[0]) * ds.scale,
+        top: r.top + (n.pos[1] - title + ds.offset[1]) * ds.scale,
+        right: r.left + (n.pos[0] + n.size[0] + ds.offset[0]) * ds.scale,
+        bottom: r.top + (n.pos[1] + n.size[1] + ds.offset[1]) * ds.scale,
+    }));
+    const covers = [];
+    for (const [name, selector] of Object.entries(overlays)) {
+        for (const el of document.querySelectorAll(selector)) {
+            const b = el.getBoundingClientRect();
+            if (b.width > 0 && b.height > 0 && getComputedStyle(el).visibility !== 'hidden')
+                covers.push({name, left: b.left, top: b.top, right: b.right, bottom: b.bottom});
+        }
+    }
+    return {nodes, covers, window: [window.innerWidth, window.innerHeight]};
+}"""
+
+#: Previews of the loaded inputs are drawn (LoadImage's picture, LoadVideo's first frame) for files that exist.
+_PREVIEWS_READY_JS = """(files) => {
     const nodes = window.app.graph.nodes;
     const images = nodes.filter(n => n.type === 'LoadImage')
         .every(n => n.imgs && n.imgs.length && n.imgs.every(i => i.complete && i.naturalWidth > 0));
-    const wanted = nodes.filter(n => n.type === 'LoadVideo').length;
-    const videos = Array.from(document.querySelectorAll('video'));
-    return images && videos.length >= wanted && videos.every(v => v.readyState >= 2);
+    const videos = Array.from(document.querySelectorAll('video'))
+        .filter(v => files.some(f => decodeURIComponent(v.src || '').includes('filename=' + f)));
+    return images && videos.length >= files.length && videos.every(v => v.readyState >= 2);
 }"""
 
 
-def _load(page, workflow: dict, name: str) -> list[dict]:
-    """Load a UI workflow through the frontend; assert nothing is reported missing; return the graph's nodes."""
-    missing = page.evaluate(_LOAD_JS, {"workflow": workflow, "name": name})
-    assert missing == [], f"the frontend reports missing node types: {missing}"
-    page.wait_for_timeout(300)  # let a (wrongly) opened dialog render before looking for it
-    assert page.locator(".comfy-missing-nodes").count() == 0, "the missing-nodes dialog is open"
+def _open_template(page, name: str) -> None:
+    """Open the Templates dialog (unless the frontend opened it for a new user), choose this pack, click ``name``."""
+    page.evaluate(_SPY_MISSING_JS)
+    card = page.locator(f'[data-testid="template-workflow-{name}"]')
+    dialog_open = page.locator('[data-testid^="template-workflow-"]').first
+    try:
+        dialog_open.wait_for(state="visible", timeout=5_000)
+    except Exception:  # not opened by the first-run logic: open it as a user does
+        page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+        dialog_open.wait_for(state="visible")
+    page.get_by_text(PACK_FOLDER, exact=True).first.click()
+    card.wait_for(state="visible")
+    thumb = card.locator("img").first
+    thumb.wait_for(state="visible")
+    if bw.ui_path(name).with_suffix(".jpg").is_file():  # the card shows our thumbnail (a blob of the fetched jpg)
+        page.wait_for_function("([img, w, h]) => img.complete && img.naturalWidth === w && img.naturalHeight === h",
+                               arg=[thumb.element_handle(), *THUMBNAIL_SIZE])
+    else:
+        assert os.environ.get(UPDATE_ENV) == "1", f"no thumbnail for {name}: run {UPDATE_ENV}=1 pytest tests/browser"
+    card.click()
+    expected = len(_ui_workflow(name)["nodes"])
+    page.wait_for_function("(n) => window.app.graph.nodes.length === n", arg=expected)
+    card.wait_for(state="hidden")  # the dialog closed
+
+
+def _check_loaded(page, workflow: dict) -> list[dict]:
+    """Missing node types are exactly the other packs' nodes; everything else is registered and error-free."""
+    page.wait_for_timeout(500)  # let a missing-nodes dialog render
+    missing = page.evaluate("() => window.__missingNodes")
+    expected_missing = sorted({n["type"] for n in workflow["nodes"] if n["type"] in EXTERNAL})
+    assert sorted(set(missing)) == expected_missing, f"the frontend reports missing node types: {missing}"
+    if not expected_missing:
+        assert page.locator(".comfy-missing-nodes").count() == 0, "the missing-nodes dialog is open"
+    else:  # the user is told what to install; close the dialog as they would
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
     nodes = page.evaluate(_GRAPH_JS)
     assert len(nodes) == len(workflow["nodes"]), [n["type"] for n in nodes]
-    unknown = [(n["id"], n["type"]) for n in nodes if not n["registered"] or n["has_errors"]]
+    unknown = [(n["id"], n["type"]) for n in nodes
+               if (not n["registered"] or n["has_errors"]) and n["type"] not in EXTERNAL]
     assert not unknown, f"nodes the frontend does not know: {unknown}"
     return nodes
+
+
+def _check_readable(page, workflow: dict) -> dict:
+    """At the saved view: above the frontend's text threshold, every title drawn, nothing hidden."""
+    view = page.evaluate(_DRAWN_TITLES_JS)
+    saved = workflow["extra"]["ds"]
+    assert view["dpr"] == DEVICE_SCALE and view["min_font"] > 0, view  # default settings: level of detail is on
+    assert abs(view["scale"] - saved["scale"]) < 1e-6, (view["scale"], saved)
+    assert view["offset"] == pytest.approx(saved["offset"]), (view["offset"], saved)
+    assert view["threshold"] > 0.5 and view["scale"] >= view["threshold"] and not view["low_quality"], view
+    titles = {n.get("title") or bw.NODE_SPECS[n["type"]].display_name for n in workflow["nodes"]}
+    not_drawn = sorted(titles - set(view["drawn"]))
+    assert not not_drawn, f"node titles not drawn at zoom {view['scale']:.2f}: {not_drawn}"
+    rects = page.evaluate(_RECTS_JS, OVERLAYS)
+    width, height = rects["window"]
+    assert {c["name"] for c in rects["covers"]} >= {"sidebar", "minimap", "Run bar"}, rects["covers"]
+    for n in rects["nodes"]:
+        assert 0 <= n["left"] and n["right"] <= width and 0 <= n["top"] and n["bottom"] <= height, n
+        for c in rects["covers"]:
+            overlap = (min(n["right"], c["right"]) - max(n["left"], c["left"]) > 0
+                       and min(n["bottom"], c["bottom"]) - max(n["top"], c["top"]) > 0)
+            assert not overlap, f"{n['type']} (node {n['id']}) lies under the {c['name']}: {n} {c}"
+    return view
 
 
 def _expected_interface(info: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -328,24 +419,65 @@ def _check_prompt_matches_api_file(page, name: str, object_info: dict) -> None:
                           f"{json.dumps(got, indent=1, sort_keys=True)}")
 
 
-def _screenshot(page, name: str, tmp_dir: Path) -> Path:
-    """Whole-graph screenshot in focus mode; copied over docs/screenshots/ with MAGICANIMATE_UPDATE_SCREENSHOTS=1."""
-    page.evaluate("() => window.app.extensionManager.command.execute('Workspace.ToggleFocusMode')")
-    page.wait_for_function("() => window.app.extensionManager.focusMode === true")
-    page.wait_for_timeout(300)  # the canvas resizes to the whole window
-    page.wait_for_function(_PREVIEWS_READY_JS)
-    fit = page.evaluate(_FIT_JS, 12)
-    page.wait_for_timeout(500)  # two or more frames at the new transform
-    path = tmp_dir / f"{name}.png"
-    page.screenshot(path=str(path), clip=fit["clip"])
-    print(f"\n[browser] {name}: screenshot {path} (graph zoom {fit['scale']:.2f})")
+def _check_prompt_matches_api_file(page, name: str, object_info: dict) -> None:
+    """The frontend's UI -> API conversion of the loaded graph is the shipped API file.
+
+    Inputs the node does not declare are left out of the comparison: the frontend sends some UI-only widget values
+    (LoadVideo's ``"video-preview": ""``), which ComfyUI ignores.
+    """
+    prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    api = json.loads(bw.api_path(name).read_text(encoding="utf-8"))
+    strip = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in api.items()}
+    got = {nid: {"class_type": n["class_type"],
+                 "inputs": {k: v for k, v in n["inputs"].items() if k in _declared(object_info[n["class_type"]])}}
+           for nid, n in prompt.items()}
+    assert got == strip, (f"graphToPrompt of example_workflows/{name}.json differs from its API file:\n"
+                          f"{json.dumps(got, indent=1, sort_keys=True)}")
+
+
+def _pictures(page, name: str, tmp_dir: Path, workflow: dict) -> Path:
+    """The window as the user sees it (README) and the template thumbnail (the graph, a 512x384 JPEG)."""
+    from PIL import Image
+
+    shipped = [n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "LoadVideo"
+               and n["widgets_values"][0] == bw.DEMO_VIDEO]  # the user's own video of the third one is not there
+    page.wait_for_function(_PREVIEWS_READY_JS, arg=shipped)
+    page.wait_for_timeout(500)
+    shot = tmp_dir / f"{name}.png"
+    page.screenshot(path=str(shot))
+    rects = page.evaluate(_RECTS_JS, {})
+    left = max(0, min(n["left"] for n in rects["nodes"]) - 16)
+    top = max(0, min(n["top"] for n in rects["nodes"]) - 16)
+    right = min(VIEWPORT["width"], max(n["right"] for n in rects["nodes"]) + 16)
+    bottom = min(VIEWPORT["height"], max(n["bottom"] for n in rects["nodes"]) + 16)
+    with Image.open(shot) as image:
+        graph = image.convert("RGB").crop((int(left), int(top), int(right), int(bottom)))
+    ratio = THUMBNAIL_SIZE[0] / THUMBNAIL_SIZE[1]
+    w, h = graph.size  # pad to 16:9 with the canvas colour, then scale
+    canvas_w, canvas_h = max(w, round(h * ratio)), max(h, round(w / ratio))
+    padded = Image.new("RGB", (canvas_w, canvas_h), graph.getpixel((2, 2)))
+    padded.paste(graph, ((canvas_w - w) // 2, (canvas_h - h) // 2))
+    thumb = tmp_dir / f"{name}.jpg"
+    padded.resize(THUMBNAIL_SIZE, Image.LANCZOS).save(thumb, quality=85)
+    print(f"\n[browser] {name}: screenshot {shot}, thumbnail {thumb}")
     if os.environ.get(UPDATE_ENV) == "1":
         SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, SCREENSHOT_DIR / path.name)
-        print(f"[browser] {name}: updated {SCREENSHOT_DIR / path.name}")
-    page.evaluate("() => window.app.extensionManager.command.execute('Workspace.ToggleFocusMode')")
-    page.wait_for_function("() => window.app.extensionManager.focusMode === false")
-    return path
+        shutil.copyfile(shot, SCREENSHOT_DIR / shot.name)
+        shutil.copyfile(thumb, bw.ui_path(name).with_suffix(".jpg"))
+        print(f"[browser] {name}: updated {SCREENSHOT_DIR / shot.name} and {bw.ui_path(name).with_suffix('.jpg')}")
+    return shot
+
+
+_SET_WIDGETS_JS = """(tiny) => {
+    for (const n of window.app.graph.nodes)
+        for (const [type, widget, value] of tiny)
+            if (n.type === type) {
+                const w = n.widgets.find(w => w.name === widget);
+                w.value = value;
+                w.callback?.(value);
+            }
+    window.app.canvas.setDirty(true, true);
+}"""
 
 
 def _queue_with_run_button(page) -> dict:
@@ -367,29 +499,28 @@ def _queue_with_run_button(page) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", UI_WORKFLOWS)
-def test_workflow_loads_runs_and_shows_its_video(name, page, page_errors, server: Server, object_info,
-                                                 tmp_path):
+def test_template_opens_readable_and_runs(name, page, page_errors, server: Server, object_info, tmp_path):
     started = time.monotonic()
     workflow = _ui_workflow(name)
+    external = any(n["type"] in EXTERNAL for n in workflow["nodes"])
 
-    # 1. as shipped: nothing missing, the five nodes with their widgets, same prompt as the API file
-    nodes = _load(page, workflow, name)
+    # 1-2. through the Templates dialog: nothing missing (but other packs' nodes), the nodes as declared
+    _open_template(page, name)
+    nodes = _check_loaded(page, workflow)
     _check_pack_nodes(nodes, object_info, workflow)
-    _check_prompt_matches_api_file(page, name, object_info)
+    if not external:  # a missing node has no inputs to convert
+        _check_prompt_matches_api_file(page, name, object_info)
 
-    # 2. screenshot of the loaded graph
-    shot = _screenshot(page, name, tmp_path)
-    width, height = _png_size(shot)
-    assert width >= 1600 and height >= 300, (width, height)
+    # 3-4. readable at the saved zoom, nothing hidden; the pictures
+    view = _check_readable(page, workflow)
+    _pictures(page, name, tmp_path, workflow)
+    print(f"[browser] {name}: zoom {view['scale']:.2f} >= text threshold {view['threshold']:.3f}, "
+          f"{len(view['drawn'])} strings drawn")
+    if external:
+        return
 
-    # 3. tiny run through the Run button
-    tiny = _tiny(workflow)
-    nodes = _load(page, tiny, f"{name}_tiny")
-    for node in nodes:
-        values = [w["value"] for w in node["widgets"]]
-        for (class_type, widget), value in TINY.items():
-            if node["type"] == class_type:
-                assert values[bw.widget_index(class_type, widget)] == value, (node["type"], node["widgets"])
+    # 5. tiny run through the Run button
+    page.evaluate(_SET_WIDGETS_JS, [[c, w, v] for (c, w), v in TINY.items()])
     queued = _queue_with_run_button(page)
     sent = queued["prompt"]
     for nid, node in sent.items():
@@ -410,7 +541,7 @@ def test_workflow_loads_runs_and_shows_its_video(name, page, page_errors, server
 
     # the SaveVideo node shows the result: a <video> playing /view?filename=<the mp4>&type=output
     video = page.locator(f'video[src*="filename={filename}"][src*="type=output"]')
-    video.first.wait_for(state="visible", timeout=VIDEO_TIMEOUT_MS)
+    video.first.wait_for(state="attached", timeout=VIDEO_TIMEOUT_MS)
     page.wait_for_function("(v) => v.readyState >= 1", arg=video.first.element_handle(), timeout=VIDEO_TIMEOUT_MS)
     size = video.first.evaluate("v => [v.videoWidth, v.videoHeight]")
     assert size == [64, 64], f"the output video in the page is {size}, expected 64x64"

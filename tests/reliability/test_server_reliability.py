@@ -28,7 +28,7 @@ from server_harness import REPO_ROOT, Server, comfyui_server, saved_files, share
 
 pytestmark = pytest.mark.slow
 
-WORKFLOW = REPO_ROOT / "workflows" / "magicanimate_basic.api.json"
+WORKFLOW = REPO_ROOT / "workflows" / "api" / "magicanimate_basic.api.json"
 RUN_TIMEOUT_S = 300
 FRAMES = 16            # pose frames taken from the demo video (one 16-frame window)
 RSS_TOLERANCE = 0.02
