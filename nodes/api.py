@@ -19,6 +19,7 @@ SEARCH_ALIASES: dict[str, list[str]] = {
     "MagicAnimatePoseControl": ["DensePose", "pose video", "dance", "ControlNet", "Animate Anyone"],
     "MagicAnimateSegmentFuse": ["context window", "sliding window", "long video"],
     "MagicAnimateTemporalSample": ["pose video", "dance", "Animate Anyone", "DensePose", "video sampler"],
+    "MagicAnimatePoseAlign": ["DensePose", "pose video", "retarget", "body size", "dance"],
 }
 
 

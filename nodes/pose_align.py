@@ -7,7 +7,8 @@ import logging
 from ..magicanimate.errors import MagicAnimateError
 from ..magicanimate.frames import to_rgb
 from ..magicanimate.pose_align import ALIGN_MODES, align_pose
-from .api import CATEGORY, io
+from .api import CATEGORY, io, search_aliases
+from .validation import check_widgets, refuse_invalid
 
 
 class PoseAlign(io.ComfyNode):
@@ -15,6 +16,7 @@ class PoseAlign(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="MagicAnimatePoseAlign", display_name="MagicAnimate Pose Align", category=CATEGORY,
+            **search_aliases("MagicAnimatePoseAlign"),
             description="Scales and shifts a driving DensePose video so that the body's height and centre match the "
                         "reference photo's (one transform for the whole video: the motion is unchanged), for a "
                         "taller, shorter or off-centre dancer. Feed its output to Pose Control. Beyond the "
@@ -35,7 +37,12 @@ class PoseAlign(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, mode=None) -> bool | str:
+        return check_widgets(cls, mode=mode)
+
+    @classmethod
     def execute(cls, pose_frames, reference_pose, mode: str = "first-frame") -> io.NodeOutput:
+        refuse_invalid(cls, mode=mode)
         for name, value in (("pose_frames", pose_frames), ("reference_pose", reference_pose)):
             if getattr(value, "ndim", 0) != 4 or value.shape[0] == 0 or value.shape[1] == 0 or value.shape[2] == 0:
                 raise MagicAnimateError(f"PoseAlign: {name} is empty or not an IMAGE (shape "
