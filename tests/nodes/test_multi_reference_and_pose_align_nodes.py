@@ -68,7 +68,7 @@ def test_pose_align_node_keeps_frames_and_size_and_moves_the_body():
     (None, "two", "first-frame", "PoseAlign: reference_pose holds 2 images"),
     (None, BG.view(1, 1, 1, 3).repeat(1, 64, 64, 1), "median", "PoseAlign: reference_pose holds no body"),
     (BG.view(1, 1, 1, 3).repeat(3, 64, 64, 1), None, "median", "PoseAlign: no frame of pose_frames holds a body"),
-    (None, None, "mean", "PoseAlign: mode 'mean' is unknown"),
+    (None, None, "mean", "MagicAnimate Pose Align: mode 'mean' is not one of its options"),
 ])
 def test_pose_align_node_refuses_bad_inputs_naming_them(frames, reference, mode, message):
     align = pack_nodes()["MagicAnimatePoseAlign"]
@@ -79,3 +79,10 @@ def test_pose_align_node_refuses_bad_inputs_naming_them(frames, reference, mode,
         reference = densepose_video(2)
     with pytest.raises(magicanimate_error(), match=message):
         align.execute(frames, reference, mode=mode)
+
+
+def test_pose_align_mode_is_checked_at_queue_time():
+    align = pack_nodes()["MagicAnimatePoseAlign"]
+    assert align.validate_inputs(mode="first-frame") is True
+    message = align.validate_inputs(mode="../../etc/passwd")
+    assert isinstance(message, str) and message.startswith("MagicAnimate Pose Align: mode")
