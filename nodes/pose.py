@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-
+from ..magicanimate.comfy_adapter.composition_checks import warn_in_ui
 from ..magicanimate.comfy_adapter.conditioning import PoseCondition
 from ..magicanimate.densepose import densepose_style_report
 from ..magicanimate.errors import MagicAnimateError
 from ..magicanimate.frames import FIT_MODES, to_rgb
 from .api import CATEGORY, PoseType, io, search_aliases
 from .validation import check_widgets, refuse_invalid
-
-
-def show_on_node(text: str) -> None:
-    """Show ``text`` on the executing node in the editor (the frontend's progress-text box under the widgets).
-
-    Does nothing outside a ComfyUI server run (tests, scripts without a PromptServer).
-    """
-    try:
-        from comfy_execution.utils import get_executing_context
-        from server import PromptServer
-    except ImportError:
-        return
-    context = get_executing_context()
-    server = getattr(PromptServer, "instance", None)
-    send = getattr(server, "send_progress_text", None)
-    if context is not None and send is not None:
-        send(text, context.node_id)
 
 
 class PoseControl(io.ComfyNode):
@@ -82,8 +64,7 @@ class PoseControl(io.ComfyNode):
                        "ControlNet was trained on viridis DensePose (dark purple background); results may be poor. "
                        "Use DensePose renderings with the viridis colour map, like MagicAnimate's example videos "
                        "(DensePose Estimator of comfyui_controlnet_aux: cmap Viridis (MagicAnimate)).")
-            logging.getLogger("MagicAnimate").warning("PoseControl: %s", message)
-            show_on_node("Warning: " + message)
+            warn_in_ui("PoseControl warning: " + message)
         cond = PoseCondition(control_net=control_net, frames=frames.cpu(), strength=strength,
                              start_percent=start_percent, end_percent=end_percent, fit=fit)
         return io.NodeOutput(cond)

@@ -64,7 +64,7 @@ def test_pose_control_shows_the_colour_map_warning_on_the_node(fake_server, capl
         _pose(torch.zeros(2, 32, 32, 3))  # black background: not viridis DensePose
     assert len(fake_server.sent) == 1, fake_server.sent
     node_id, text = fake_server.sent[0]
-    assert node_id == "17" and text.startswith("Warning:") and "viridis" in text and "black" in text, text
+    assert node_id == "17" and text.startswith("PoseControl warning:") and "viridis" in text and "black" in text, text
     assert "not be DensePose" in caplog.text  # still in the log too
 
 
