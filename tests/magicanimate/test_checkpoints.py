@@ -148,9 +148,15 @@ def test_zip_checkpoints_are_memory_mapped(tmp_path):
     assert sd["w"].untyped_storage().filename == str(path)   # a view of the file, not a copy in RAM
 
 
-@pytest.mark.parametrize("case", ["length beyond file", "offsets beyond file", "shape bigger than range",
-                                  "not json", "entry not a dict", "sizes overlap the file"])
-def test_safetensors_header_that_does_not_add_up_is_refused(tmp_path, case):
+@pytest.mark.parametrize("case, phrase", [
+    ("length beyond file", "its header claims 1099511627776 bytes"),
+    ("offsets beyond file", "does not fit in the file"),
+    ("shape bigger than range", "does not fit in the file"),
+    ("not json", "header is not valid JSON"),
+    ("entry not a dict", "is malformed"),
+    ("sizes overlap the file", "its tensors claim 48 bytes but the file holds 16"),
+])
+def test_safetensors_header_that_does_not_add_up_is_refused(tmp_path, case, phrase):
     import json
     import struct
 
@@ -173,6 +179,7 @@ def test_safetensors_header_that_does_not_add_up_is_refused(tmp_path, case):
     with pytest.raises(CheckpointError) as info:
         read_state_dict(path)
     assert "lying.safetensors" in str(info.value) and SECRET not in str(info.value)
+    assert phrase in str(info.value), info.value   # refused by the header check, before safetensors allocates
 
 
 def test_messages_never_quote_bytes_of_the_file(tmp_path, caplog):
