@@ -356,8 +356,8 @@ def multi_reference() -> Graph:
               "MagicAnimate with two reference photos of the same person (e.g. front and back), joined by Batch "
               "Images; chain more Batch Images for up to four.")
     ckpt = g.add("CheckpointLoaderSimple", title="SD1.5 checkpoint (text encoder)", ckpt_name=SD15_CHECKPOINT)
-    front = g.add("LoadImage", title="Reference photo 1 (e.g. front)", column=1, image=DEMO_IMAGE)
-    other = g.add("LoadImage", title="Reference photo 2 (e.g. back or side; replace the stand-in)", below=ckpt,
+    front = g.add("LoadImage", title="Reference photo 1 (front)", column=1, image=DEMO_IMAGE)
+    other = g.add("LoadImage", title="Reference photo 2 (back or side)", below=ckpt,
                   image=DEMO_IMAGE)
     photos = g.add("ImageBatch", title="Reference photos (1 to 4)", image1=front["IMAGE"], image2=other["IMAGE"])
     _animate(g, photos["IMAGE"], ckpt)
