@@ -21,7 +21,6 @@ import gc
 import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -81,33 +80,18 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from comfy_env import bootstrap_inprocess, prepare_comfyui_copy
+    from random_models import bootstrap, load_networks
 
-    scratch = Path(tempfile.mkdtemp(prefix="ma-bench-"))
-    bootstrap_inprocess(prepare_comfyui_copy(scratch / "ComfyUI"), cpu=not torch.cuda.is_available())
-    sys.path.insert(1, str(REPO))
+    scratch = bootstrap()
 
     import comfy.model_management
-    from fixtures.model_files import FULL, TINY, write_appearance_encoder, write_controlnet, write_temporal_checkpoint
 
     from magicanimate.comfy_adapter.conditioning import Appearance, PoseCondition, apply_conditioning
-    from magicanimate.comfy_adapter.loading import load_temporal_model
-    from magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
     from magicanimate.comfy_adapter.sampling import initial_noise, sample_video
     from magicanimate.windows import padded_length
 
-    cfg = FULL if args.config == "full" else TINY
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
-    work = Path(args.workdir) if args.workdir else scratch / "models"
-    work.mkdir(parents=True, exist_ok=True)
-    if not (work / "temporal_attention.ckpt").exists():
-        write_temporal_checkpoint(work / "temporal_attention.ckpt", cfg, seed=0, dtype=torch.float16)
-        write_appearance_encoder(work / "appearance_encoder", cfg, seed=1)
-        write_controlnet(work / "densepose_controlnet", cfg, seed=2)
-    gc.collect()
-    temporal = load_temporal_model(str(work / "temporal_attention.ckpt"), dtype)
-    encoder = load_appearance_encoder(str(work / "appearance_encoder"), dtype)
-    control = load_densepose_controlnet(str(work / "densepose_controlnet"), dtype)
+    nets = load_networks(args.config, args.dtype, args.workdir, scratch)
+    cfg, temporal, encoder, control = nets.config, nets.temporal, nets.encoder, nets.control
     device = comfy.model_management.get_torch_device()
     cuda = torch.cuda.is_available()
     h = args.size // 8

@@ -1,0 +1,68 @@
+"""Random-weight MagicAnimate networks in the real file layouts, loaded in-process through ComfyUI (for benches).
+
+Shared by ``temporal_sample.py`` and ``multi_reference.py``: a scratch ComfyUI copy is bootstrapped (CPU unless CUDA is
+present), the three MagicAnimate files are written once (``--workdir`` keeps them between runs) and loaded by the
+pack's own loaders, so a bench measures what a user's files cost.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+DTYPES = ("fp16", "bf16", "fp32")
+
+
+@dataclass
+class Networks:
+    """The loaded networks, the random-model config (``FULL`` or ``TINY``) and the weight dtype."""
+
+    config: dict
+    dtype: Any
+    temporal: Any
+    encoder: Any
+    control: Any
+
+
+def bootstrap() -> Path:
+    """Bootstrap a scratch ComfyUI copy in-process and put the repository on ``sys.path``; returns the scratch dir."""
+    import torch
+    from comfy_env import bootstrap_inprocess, prepare_comfyui_copy
+
+    scratch = Path(tempfile.mkdtemp(prefix="ma-bench-"))
+    bootstrap_inprocess(prepare_comfyui_copy(scratch / "ComfyUI"), cpu=not torch.cuda.is_available())
+    sys.path.insert(1, str(REPO))
+    return scratch
+
+
+def load_networks(config: str, dtype: str, workdir: str | None, scratch: Path) -> Networks:
+    """Write (unless already in ``workdir``) and load the temporal MODEL, appearance encoder and ControlNet.
+
+    ``config``: "full" (the real shapes) or "tiny"; ``dtype``: one of :data:`DTYPES`. Call after :func:`bootstrap`.
+    """
+    import torch
+    from fixtures.model_files import FULL, TINY, write_appearance_encoder, write_controlnet, write_temporal_checkpoint
+
+    from magicanimate.comfy_adapter.loading import load_temporal_model
+    from magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
+
+    cfg = FULL if config == "full" else TINY
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    work = Path(workdir) if workdir else scratch / "models"
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "temporal_attention.ckpt").exists():
+        write_temporal_checkpoint(work / "temporal_attention.ckpt", cfg, seed=0, dtype=torch.float16)
+        write_appearance_encoder(work / "appearance_encoder", cfg, seed=1)
+        write_controlnet(work / "densepose_controlnet", cfg, seed=2)
+    gc.collect()
+    return Networks(config=cfg, dtype=weight_dtype,
+                    temporal=load_temporal_model(str(work / "temporal_attention.ckpt"), weight_dtype),
+                    encoder=load_appearance_encoder(str(work / "appearance_encoder"), weight_dtype),
+                    control=load_densepose_controlnet(str(work / "densepose_controlnet"), weight_dtype))
