@@ -169,7 +169,10 @@ class FakeServer:
         self.texts: list[tuple[str, str]] = []
 
     def send_progress_text(self, text, node_id, sid=None) -> None:
-        self.texts.append((str(node_id), text))
+        # The random hint frames here are not viridis DensePose: Pose Control's own colour-map warning (tested in
+        # tests/nodes/test_node_help_and_ui_warning.py) is not what these tests look at.
+        if not text.startswith("PoseControl warning:"):
+            self.texts.append((str(node_id), text))
 
 
 @pytest.fixture
