@@ -455,8 +455,10 @@ def test_controlnet_files(tmp_path):
     assert len(down) == 12 and mid.shape == (3, 128, 1, 1)
     # Per frame: frame 1 alone gives the same residuals as within the batch.
     down1, mid1 = oracle_controlnet_residuals(cn, frames[1:2], x_t[:, :, 1:2], 481, text)
+    # atol: fp32 convolutions of a batch of 2 and of 1 frame accumulate in different orders (measured up to 1.07e-5
+    # on the 2-core CI machine, also on the tree before this session); mixing frames would differ far more.
     for a, b in zip(down, down1, strict=True):
-        torch.testing.assert_close(a[1:2], b, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a[1:2], b, rtol=1e-4, atol=5e-5)
         assert a.abs().max() > 0
 
 
