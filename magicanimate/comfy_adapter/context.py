@@ -14,7 +14,7 @@ import comfy.context_windows as cw
 import torch
 
 from ..windows import segment_windows
-from .core_control import resize_conds_controls
+from .core_control import StepControls, resize_conds_controls
 
 __all__ = ["SegmentOptions", "SegmentHandler", "FUSE_METHODS"]
 
@@ -77,7 +77,7 @@ class SegmentHandler(cw.IndexListContextHandler):
                          context_length=options.length, context_overlap=options.overlap,
                          closed_loop=options.closed_loop, dim=0)
         self.options = options
-        self._window_controls: dict = {}
+        self._controls = StepControls()
 
     def __deepcopy__(self, memo: dict) -> SegmentHandler:
         # ModelPatcher.clone deep-copies model_options (G3): options are immutable, per-evaluation state is not kept.
@@ -86,17 +86,29 @@ class SegmentHandler(cw.IndexListContextHandler):
         return new
 
     def execute(self, calc_cond_batch, model, conds, x_in, timestep, model_options):
-        self._window_controls = {}
+        num_frames = x_in.size(0)
+        self._controls = StepControls(self.options.windows(num_frames), num_frames)
         try:
             return super().execute(calc_cond_batch, model, conds, x_in, timestep, model_options)
         finally:
-            self._window_controls = {}
+            self._controls = StepControls()
+
+    def evaluate_context_windows(self, calc_cond_batch, model, x_in, conds, timestep, enumerated_context_windows,
+                                 model_options, device=None, first_device=None):
+        results = []
+        for item in enumerated_context_windows:
+            results += super().evaluate_context_windows(calc_cond_batch, model, x_in, conds, timestep, [item],
+                                                        model_options, device, first_device)
+            # Core ControlNet rows of frames no later window of this evaluation holds are dropped (bounded memory).
+            self._controls.window_done(item[1].index_list)
+        return results
 
     def get_resized_cond(self, cond_in: list[dict], x_in: torch.Tensor, window: cw.IndexListContextWindow,
                          device=None) -> list:
-        # Core ControlNets in the conds would get hint frames 0..L-1 in every window (B2): give them the window's.
+        # Core ControlNets in the conds would get hint frames 0..L-1 in every window (B2): give them the window's,
+        # each frame computed once per evaluation where the chain allows it (core_control).
         resized = super().get_resized_cond(cond_in, x_in, window, device)
-        return resize_conds_controls(resized, window.index_list, self._window_controls)
+        return resize_conds_controls(resized, window.index_list, self._controls)
 
     def set_step(self, timestep: torch.Tensor, model_options: dict) -> None:
         self._step = 0  # windows never shift between steps (spec section 6, item 3)
