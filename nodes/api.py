@@ -12,7 +12,8 @@ CATEGORY = "MagicAnimate"
 
 #: Words a user may search the node library with, per node id. ComfyUI versions whose ``io.Schema`` has
 #: ``search_aliases`` (newer than 0.3.75) get them (:func:`search_aliases`); frontend 1.32.9 searches only the node
-#: id and display name, where "MagicAnimate", "pose" and "sample" already match.
+#: id and display name (words starting within their first 30 characters), so the display names carry "DensePose",
+#: "pose video", "dance" and "Animate Anyone" too (tests/nodes/test_node_search.py).
 SEARCH_ALIASES: dict[str, list[str]] = {
     "MagicAnimateLoader": ["DensePose", "dance", "Animate Anyone", "human image animation", "motion module"],
     "MagicAnimateAppearanceEncode": ["reference image", "Animate Anyone", "dance", "identity"],

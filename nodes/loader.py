@@ -17,7 +17,7 @@ class LoadMagicAnimate(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="MagicAnimateLoader", display_name="Load MagicAnimate", category=CATEGORY,
+            node_id="MagicAnimateLoader", display_name="Load MagicAnimate (Animate Anyone-style)", category=CATEGORY,
             **search_aliases("MagicAnimateLoader"),
             description="Loads the three MagicAnimate networks from ComfyUI/models/magicanimate/: the temporal UNet "
                         "(SD1.5 + motion modules) as a MODEL, the appearance encoder and the DensePose ControlNet. "

@@ -15,7 +15,7 @@ class PoseControl(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="MagicAnimatePoseControl", display_name="MagicAnimate Pose Control", category=CATEGORY,
+            node_id="MagicAnimatePoseControl", display_name="Pose Control (DensePose video)", category=CATEGORY,
             **search_aliases("MagicAnimatePoseControl"),
             description="Turns a DensePose video (viridis body-part renderings, one IMAGE per frame) into the motion "
                         "that Temporal Sample follows; the output video has one frame per pose frame.",

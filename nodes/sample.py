@@ -102,7 +102,7 @@ class TemporalSample(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="MagicAnimateTemporalSample", display_name="MagicAnimate Temporal Sample", category=CATEGORY,
+            node_id="MagicAnimateTemporalSample", display_name="Temporal Sample (dance video)", category=CATEGORY,
             **search_aliases("MagicAnimateTemporalSample"),
             description="Animates the reference photo along the pose frames: denoises the whole video with the "
                         "temporal MODEL over overlapping segments (reference DDIM by default). Gives one latent per "

@@ -160,7 +160,7 @@ NODE_SPECS: dict[str, NodeSpec] = {
         (("IMAGE", "IMAGE"),), cnr_id="comfyui_controlnet_aux", width=400),
     # --- this pack (nodes/*.py) ---
     "MagicAnimateLoader": NodeSpec(
-        "Load MagicAnimate",
+        "Load MagicAnimate (Animate Anyone-style)",
         (W("temporal_checkpoint", "COMBO"), W("appearance_encoder", "COMBO"), W("densepose_controlnet", "COMBO"),
          W("weight_dtype", "COMBO", "auto"), S("model", "MODEL", optional=True)),
         (("MODEL", "MODEL"), ("appearance_encoder", "MAGICANIMATE_APPEARANCE_ENCODER"), ("CONTROL_NET", "CONTROL_NET")),
@@ -171,7 +171,7 @@ NODE_SPECS: dict[str, NodeSpec] = {
          W("fit", "COMBO", "stretch"), W("width", "INT", 512), W("height", "INT", 512)),
         (("appearance", "MAGICANIMATE_APPEARANCE"),), pack=True),
     "MagicAnimatePoseControl": NodeSpec(
-        "MagicAnimate Pose Control",
+        "Pose Control (DensePose video)",
         (S("control_net", "CONTROL_NET"), S("pose_frames", "IMAGE"), W("strength", "FLOAT", 1.0),
          W("start_percent", "FLOAT", 0.0), W("end_percent", "FLOAT", 1.0), W("fit", "COMBO", "stretch")),
         (("pose", "MAGICANIMATE_POSE"),), pack=True),
@@ -181,7 +181,7 @@ NODE_SPECS: dict[str, NodeSpec] = {
          W("fuse", "COMBO", "average")),
         (("segments", "MAGICANIMATE_SEGMENTS"),), pack=True),
     "MagicAnimateTemporalSample": NodeSpec(
-        "MagicAnimate Temporal Sample",
+        "Temporal Sample (dance video)",
         (S("model", "MODEL"), S("appearance", "MAGICANIMATE_APPEARANCE"), S("pose", "MAGICANIMATE_POSE"),
          S("positive", "CONDITIONING"), S("negative", "CONDITIONING"), W("seed", "INT", 1, control=True),
          W("steps", "INT", 25), W("cfg", "FLOAT", 7.5), W("sampler_name", "COMBO", "reference_ddim"),

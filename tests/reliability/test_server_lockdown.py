@@ -265,8 +265,9 @@ def test_bad_widget_values_are_an_http_400_naming_node_and_input(server, node, n
     assert status == 400, raw[:1000]
     assert set(body["node_errors"]) == {node}, body["node_errors"]
     messages = node_messages(body, node)
-    display = {"1": "Load MagicAnimate", "4": "MagicAnimate Appearance Encode", "5": "MagicAnimate Pose Control",
-               "6": "MagicAnimate Segment Fuse", "9": "MagicAnimate Temporal Sample"}[node]
+    display = {"1": "Load MagicAnimate (Animate Anyone-style)", "4": "MagicAnimate Appearance Encode",
+               "5": "Pose Control (DensePose video)", "6": "MagicAnimate Segment Fuse",
+               "9": "Temporal Sample (dance video)"}[node]
     assert any(f"{display}: {name} " in m for m in messages), messages
     assert output_files(server) == before
     bad_input_log("server", f"{prompt[node]['class_type']} {name} = {json.dumps(value)}", messages[0],
