@@ -157,7 +157,9 @@ NODE_SPECS: dict[str, NodeSpec] = {
         "DensePose Estimator",
         (S("image", "IMAGE"), W("model", "COMBO", "densepose_r50_fpn_dl.torchscript"),
          W("cmap", "COMBO", "Viridis (MagicAnimate)"), W("resolution", "INT", 512)),
-        (("IMAGE", "IMAGE"),), cnr_id="comfyui_controlnet_aux", width=400),
+        # Taller than its widgets need: without comfyui_controlnet_aux the frontend draws a missing-node placeholder
+        # whose value boxes need about 200 px, and the node below must not hide under it.
+        (("IMAGE", "IMAGE"),), cnr_id="comfyui_controlnet_aux", size=(400, 210)),
     # --- this pack (nodes/*.py) ---
     "MagicAnimateLoader": NodeSpec(
         "Load MagicAnimate (Animate Anyone-style)",
