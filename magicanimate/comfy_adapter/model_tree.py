@@ -1,0 +1,73 @@
+"""A MODEL of our own whose module tree shares a user's MODEL weights (for the loader's optional ``model`` input).
+
+``ModelPatcher.clone()`` shares the ``BaseModel`` module tree: clones are only safe because ComfyUI loads one of them
+at a time and patches weights in place on that shared tree. The MagicAnimate MODEL adds the motion modules to its
+tree (``diffusion_model.motion_modules``), so it must not be a clone of the user's plain SD1.5 MODEL, which would then
+carry 0.8-1.6 GB of motion weights into every other sampler that uses it. :func:`private_tree` builds a second tree
+whose ``Parameter``/buffer objects are new but view the same storage: no weight is copied, ComfyUI moves and patches
+each tree's own objects (``param.data = ...``, ``set_attr_param``), and never writes into the storage itself because
+in-place weight updates are switched off for the new MODEL.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import comfy.model_management
+import comfy.model_patcher
+import torch
+
+from ..errors import MagicAnimateError
+
+__all__ = ["private_tree", "unload"]
+
+
+def unload(patcher: comfy.model_patcher.ModelPatcher) -> None:
+    """Unload every loaded clone of ``patcher`` (as ``free_memory`` does): weights unpatched, on the offload device."""
+    loaded = comfy.model_management.current_loaded_models
+    for i in range(len(loaded) - 1, -1, -1):
+        other = loaded[i].model
+        if other is not None and other.model is patcher.model:
+            if loaded[i].model_unload():
+                loaded.pop(i)
+
+
+def private_tree(patcher: comfy.model_patcher.ModelPatcher) -> comfy.model_patcher.ModelPatcher:
+    """A clone of ``patcher`` (same patches, hooks, options) on a new module tree that shares its weight storage.
+
+    ``patcher`` is unloaded first, so the shared storage holds its unpatched weights on the offload device.
+    """
+    unload(patcher)
+    model = patcher.model
+    if getattr(model, "current_weight_patches_uuid", None) is not None or patcher.is_injected or patcher.backup:
+        raise MagicAnimateError("Load MagicAnimate: the MODEL input is still patched on a device and could not be "
+                                "unloaded; run the prompt again (ComfyUI unloads it between prompts).")
+    memo: dict[int, object] = {}
+    for p in model.parameters():
+        memo[id(p)] = torch.nn.Parameter(p.data, requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = b.detach()
+    try:
+        tree = copy.deepcopy(model, memo)
+    except Exception as exc:  # an attribute some other node attached that cannot be copied
+        raise MagicAnimateError(f"Load MagicAnimate: the MODEL input cannot be shared with the MagicAnimate MODEL "
+                                f"({type(exc).__name__}: {exc}); connect the checkpoint loader's MODEL directly."
+                                ) from exc
+    tree.device = patcher.offload_device
+    tree.model_loaded_weight_memory = 0
+    tree.lowvram_patch_counter = 0
+    tree.model_lowvram = False
+    tree.current_weight_patches_uuid = None
+    tree.model_offload_buffer_memory = 0
+    n = patcher.clone()
+    n.model = tree
+    n.parent = None  # not a clone: ComfyUI loads, patches and unloads it as a model of its own
+    n.size = 0
+    n.weight_inplace_update = False  # an in-place patch would write into the user's MODEL's weights
+    n.backup = {}
+    n.object_patches_backup = {}
+    n.hook_backup = {}
+    n.cached_hook_patches = {}
+    n.pinned = set()
+    n.is_injected = False
+    return n
