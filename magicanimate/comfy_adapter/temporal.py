@@ -144,9 +144,12 @@ def _joint_forward(norm: torch.nn.Module, state: TemporalState) -> Callable:
 
 
 def motion_modules_of(diffusion_model: torch.nn.Module) -> MotionModuleSet | None:
-    """The :class:`MotionModuleSet` attached to a ComfyUI UNet, or None for a plain SD1.5 UNet."""
+    """The :class:`MotionModuleSet` attached to a ComfyUI UNet, or None for a plain SD1.5 UNet.
+
+    Duck-typed: a second import of this package (a test harness, a reloaded pack) has its own class object.
+    """
     modules = diffusion_model._modules.get(MOTION_ATTR)
-    return modules if isinstance(modules, MotionModuleSet) else None
+    return modules if hasattr(modules, "module_at") and hasattr(modules, "prepare_positions") else None
 
 
 def _motion_forward(layer: torch.nn.Module, modules: MotionModuleSet, where: tuple[str, int, int],
