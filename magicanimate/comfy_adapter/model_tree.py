@@ -12,10 +12,12 @@ in-place weight updates are switched off for the new MODEL.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import comfy.model_management
 import comfy.model_patcher
 import torch
+from comfy.patcher_extension import CallbacksMP
 
 from ..errors import MagicAnimateError
 
@@ -44,6 +46,10 @@ def private_tree(patcher: comfy.model_patcher.ModelPatcher) -> comfy.model_patch
                                 "unloaded; run the prompt again (ComfyUI unloads it between prompts).")
     memo: dict[int, object] = {}
     for p in model.parameters():
+        if type(p.data) is not torch.Tensor:  # e.g. a quantized weight class: its own attributes would be lost
+            raise MagicAnimateError(f"Load MagicAnimate: the MODEL input stores its weights as "
+                                    f"{type(p.data).__name__}; connect an SD1.5 MODEL with ordinary weights (e.g. "
+                                    "from CheckpointLoaderSimple).")
         memo[id(p)] = torch.nn.Parameter(p.data, requires_grad=p.requires_grad)
     for b in model.buffers():
         memo[id(b)] = b.detach()
@@ -70,4 +76,25 @@ def private_tree(patcher: comfy.model_patcher.ModelPatcher) -> comfy.model_patch
     n.cached_hook_patches = {}
     n.pinned = set()
     n.is_injected = False
+    shared = {k: p.data for k, p in model.named_parameters()}
+    n.add_callback_with_key(CallbacksMP.ON_DETACH, "magicanimate_shared_weights", _relink(shared))
     return n
+
+
+def _relink(shared: dict[str, torch.Tensor]) -> Callable:
+    """After a full unload, point the weights back at the shared storage instead of the offload copies.
+
+    Moving a tree to the GPU and back gives it new CPU tensors; unpatched, they equal the shared ones (patches are
+    never written into the shared storage), so the copies are dropped and the user's MODEL and ours keep one copy.
+    """
+    def on_detach(patcher: comfy.model_patcher.ModelPatcher, unpatch_all: bool) -> None:
+        if not unpatch_all or patcher.backup or patcher.model.current_weight_patches_uuid is not None:
+            return
+        with torch.no_grad():
+            for key, param in patcher.model.named_parameters():
+                src = shared.get(key)
+                if (src is not None and param.data_ptr() != src.data_ptr() and param.device == src.device
+                        and param.dtype == src.dtype and param.shape == src.shape):
+                    param.data = src
+
+    return on_detach

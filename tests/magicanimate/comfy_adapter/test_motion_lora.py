@@ -206,3 +206,9 @@ def test_loader_leaves_the_users_sd15_model_plain(tiny_files, tmp_path):
     assert set(user.model_state_dict()) == keys and not hasattr(user.model.diffusion_model, "motion_modules")
     assert user.model_size() == size and ours.model_size() > size
     assert all(torch.equal(v, weights[k]) for k, v in user.model.state_dict().items())
+    # Back from a GPU, ComfyUI gives each weight a new CPU copy; a full unload points ours at the shared storage again.
+    theirs = dict(user.model.named_parameters())
+    for p in ours.model.parameters():
+        p.data = p.data.clone()
+    ours.detach()
+    assert all(p.data_ptr() == theirs[k].data_ptr() for k, p in ours.model.named_parameters() if k in theirs)
