@@ -28,8 +28,8 @@ class MotionLoRA(io.ComfyNode):
                                        "AnimateDiff's key names (...motion_modules...processor.to_q_lora.up.weight). "
                                        "An SD1.5 image LoRA goes through LoraLoaderModelOnly instead."),
                 io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01,
-                               tooltip="How strongly the LoRA changes the motion modules: 0 leaves the MODEL as it "
-                                       "is, 1 applies it as trained, negative values push the other way."),
+                               tooltip="Multiplier of the LoRA's change to the motion modules: 0 leaves the MODEL "
+                                       "as it is, 1 applies it as trained, negative values push the other way."),
             ],
             outputs=[io.Model.Output(display_name="MODEL")],
         )
