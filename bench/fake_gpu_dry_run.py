@@ -198,16 +198,15 @@ def run_one(args, dtype, budget_gb: float) -> dict:
             base, enc = unet(), unet()
             weights = {"unet": sum(p.nbytes for p in base.model.parameters()),
                        "appearance_encoder": sum(p.nbytes for p in enc.model.parameters())}
-            motion = comfy.model_patcher.ModelPatcher(MotionModuleSet(chans, ops=ops, dtype=dtype, device=cuda),
-                                                      load_device=cuda, offload_device=cuda)
-            weights["motion_modules"] = sum(p.nbytes for p in motion.model.parameters())
+            motion = MotionModuleSet(chans, ops=ops, dtype=dtype, device=cuda)  # becomes part of the UNet's tree
+            weights["motion_modules"] = sum(p.nbytes for p in motion.parameters())
             cn_cfg = dict(unet_config)
             cn_cfg.pop("out_channels")
             cn_cfg.update(operations=ops, dtype=dtype, device=cuda, hint_channels=3)
             control_model = comfy.cldm.cldm.ControlNet(**cn_cfg)
             weights["controlnet"] = sum(p.nbytes for p in control_model.parameters())
             control = comfy.controlnet.ControlNet(control_model, load_device=cuda, manual_cast_dtype=None)
-            temporal = apply_temporal(base, motion)
+            temporal = apply_temporal(base, motion, model_is_private=True)
 
             frames = args.frames
             total = padded_length(frames)

@@ -42,13 +42,17 @@ class _PositionalEncoding(nn.Module):
         super().__init__()
         self.register_buffer("pe", sinusoidal_positions(max_len, channels))
         self.cast: torch.Tensor | None = None  # pe on the compute device/dtype (not a buffer: not in state dicts)
+        self.cast_from: torch.Tensor | None = None  # the pe tensor ``cast`` was made from
 
     def table(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """``pe`` ``(1, max_len, C)`` on ``device`` in ``dtype``, converted once and kept until either changes."""
-        cast = self.cast
-        if cast is None or cast.device != device or cast.dtype != dtype:
-            cast = self.pe.to(device=device, dtype=dtype)
-            self.cast = cast
+        """``pe`` ``(1, max_len, C)`` on ``device`` in ``dtype``, converted once, kept until either (or ``pe``) changes.
+
+        ``pe`` is replaced, never written, when ComfyUI moves or weight-patches it (e.g. a model merge).
+        """
+        cast, pe = self.cast, self.pe
+        if cast is None or cast.device != device or cast.dtype != dtype or self.cast_from is not pe:
+            cast = pe.to(device=device, dtype=dtype)
+            self.cast, self.cast_from = cast, pe
         return cast
 
 

@@ -2,11 +2,12 @@
 
 from .appearance import AppearanceEncode
 from .loader import LoadMagicAnimate
+from .motion_lora import MotionLoRA
 from .pose import PoseControl
 from .pose_align import PoseAlign
 from .sample import TemporalSample
 from .segments import SegmentFuse
 
-NODES = [LoadMagicAnimate, AppearanceEncode, PoseControl, SegmentFuse, TemporalSample, PoseAlign]
+NODES = [LoadMagicAnimate, AppearanceEncode, PoseControl, SegmentFuse, TemporalSample, PoseAlign, MotionLoRA]
 
 __all__ = ["NODES"]

@@ -21,6 +21,7 @@ SEARCH_ALIASES: dict[str, list[str]] = {
     "MagicAnimateSegmentFuse": ["context window", "sliding window", "long video"],
     "MagicAnimateTemporalSample": ["pose video", "dance", "Animate Anyone", "DensePose", "video sampler"],
     "MagicAnimatePoseAlign": ["DensePose", "pose video", "retarget", "body size", "dance"],
+    "MagicAnimateMotionLoRA": ["AnimateDiff", "motion LoRA", "camera motion", "zoom", "pan"],
 }
 
 

@@ -234,3 +234,45 @@ def resolve(name: object, kind: str = "temporal", where: str = "Load MagicAnimat
     from ..magicanimate.errors import CheckpointError
 
     raise CheckpointError(refusal(kind, name, where))
+
+
+#: AnimateDiff-Evolved's folder for motion LoRAs (registered the same way, so either pack finds files put there).
+MOTION_LORA_FOLDER = "animatediff_motion_lora"
+
+
+def register_motion_lora_folder() -> None:
+    """Add ``models/animatediff_motion_lora`` to the known model folders unless another pack did already."""
+    if MOTION_LORA_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[MOTION_LORA_FOLDER] = (
+            [os.path.join(folder_paths.models_dir, MOTION_LORA_FOLDER)], set(folder_paths.supported_pt_extensions))
+
+
+def _lora_listing() -> dict[str, tuple[str, str]]:
+    """Dropdown name -> (folder name, file name): animatediff_motion_lora files first, then core ``loras``."""
+    register_motion_lora_folder()
+    out: dict[str, tuple[str, str]] = {}
+    for folder in (MOTION_LORA_FOLDER, "loras"):
+        try:
+            files = folder_paths.get_filename_list(folder)
+        except KeyError:  # a ComfyUI without that folder name
+            continue
+        for name in files:
+            out.setdefault(name, (folder, name))
+    return out
+
+
+def motion_lora_names() -> list[str]:
+    """Motion LoRA dropdown options; names with "motion" or "mm" first (AnimateDiff's motion LoRAs say so)."""
+    return sorted(_lora_listing(), key=lambda n: (not any(h in n.lower() for h in ("motion", "mm_", "v2_lora")), n))
+
+
+def resolve_motion_lora(name: object, where: str = "Motion LoRA (MagicAnimate)") -> str:
+    """Path of the listed LoRA ``name``; a ``CheckpointError`` for any name not in the listing."""
+    entry = _lora_listing().get(name) if isinstance(name, str) else None
+    path = folder_paths.get_full_path(*entry) if entry is not None else None
+    if path is not None and os.path.isfile(path):
+        return path
+    from ..magicanimate.errors import CheckpointError
+
+    raise CheckpointError(f"{where}: {describe(name)} is not a LoRA file listed in models/animatediff_motion_lora or "
+                          "models/loras. Pick one from the list (press R to refresh it after adding files).")

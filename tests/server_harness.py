@@ -37,7 +37,8 @@ EXAMPLE_IMAGE = REPO_ROOT / "example_inputs" / "monalisa.png"
 PACK_FOLDER = "ComfyUI-MagicAnimate"
 
 NODE_IDS = ("MagicAnimateLoader", "MagicAnimateAppearanceEncode", "MagicAnimatePoseControl",
-            "MagicAnimateSegmentFuse", "MagicAnimateTemporalSample", "MagicAnimatePoseAlign")
+            "MagicAnimateSegmentFuse", "MagicAnimateTemporalSample", "MagicAnimatePoseAlign",
+            "MagicAnimateMotionLoRA")
 
 STARTUP_TIMEOUT_S = 90
 

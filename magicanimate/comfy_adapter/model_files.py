@@ -187,8 +187,8 @@ def build_controlnet(sd_diffusers: dict[str, torch.Tensor], name: str,
 
 
 def build_motion_modules(motion_sd: dict[str, torch.Tensor], block_out_channels: tuple[int, ...], name: str,
-                         weight_dtype: torch.dtype) -> comfy.model_patcher.ModelPatcher:
-    """The 20 motion modules as their own ``ModelPatcher`` (loaded/offloaded by ComfyUI with the UNet)."""
+                         weight_dtype: torch.dtype) -> MotionModuleSet:
+    """The 20 motion modules on the offload device, with ComfyUI's ops (they become part of the UNet's tree)."""
     load_device = comfy.model_management.get_torch_device()
     manual_cast = comfy.model_management.unet_manual_cast(weight_dtype, load_device,
                                                           [torch.float16, torch.bfloat16, torch.float32])
@@ -201,8 +201,7 @@ def build_motion_modules(motion_sd: dict[str, torch.Tensor], block_out_channels:
             raise CheckpointError(f"{name}: {key} has shape {tuple(tensor.shape)}, "
                                   f"expected {tuple(expected[key].shape)}.")
     modules.load_state_dict({k: v.to(weight_dtype) for k, v in motion_sd.items()}, strict=True)
-    modules.eval()
-    return comfy.model_patcher.ModelPatcher(modules, load_device=load_device, offload_device=offload)
+    return modules.eval()
 
 
 @dataclass

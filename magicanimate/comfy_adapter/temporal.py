@@ -1,9 +1,10 @@
 """Stage 1: turn a ComfyUI SD1.5 ``ModelPatcher`` into MagicAnimate's temporal denoiser.
 
 - The 20 motion modules run right after the layer they follow in the reference (the last spatial transformer of a
-  layer, or its ResBlock where there is none), before any Upsample. They live in their own ``ModelPatcher`` (an
-  additional model, loaded and offloaded with the UNet); the UNet's module tree and state-dict keys stay unchanged
-  because the hook is a per-instance ``forward`` override installed by a ``PatcherInjection``.
+  layer, or its ResBlock where there is none), before any Upsample. They are a submodule of the UNet,
+  ``diffusion_model.motion_modules`` (keys ``diffusion_model.motion_modules.<checkpoint key>``), so ComfyUI loads,
+  offloads and weight-patches them with it (LoRAs, merges, hooks); every SD1.5 UNet key stays as it was. The call
+  is a per-instance ``forward`` override of the layer they follow, installed by a ``PatcherInjection``.
 - ResBlock GroupNorms and the output GroupNorm take statistics jointly over the frames of a window (spec 2.2).
 - ``model_sampling`` becomes the reference's linear-beta schedule.
 
@@ -29,11 +30,15 @@ from ..motion_module import MotionModuleSet, placements
 from ..schedule import BETA_END, BETA_START, COMFY_BETA_SCHEDULE
 from .composition_checks import install_core_sampler_check
 from .context import SegmentHandler, SegmentOptions
+from .model_tree import private_tree
 
 __all__ = ["TemporalState", "make_model_sampling", "apply_temporal", "motion_targets", "joint_norm_targets",
-           "chunk_frames", "joint_group_norm", "KEY"]
+           "chunk_frames", "joint_group_norm", "KEY", "MOTION_ATTR", "MOTION_PREFIX", "motion_modules_of"]
 
 KEY = "magicanimate"
+#: The motion modules' attribute on ComfyUI's ``UNetModel`` and their state-dict prefix on the MODEL.
+MOTION_ATTR = "motion_modules"
+MOTION_PREFIX = f"diffusion_model.{MOTION_ATTR}."
 
 
 class _ModelSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
@@ -138,7 +143,16 @@ def _joint_forward(norm: torch.nn.Module, state: TemporalState) -> Callable:
     return forward
 
 
-def _motion_forward(layer: torch.nn.Module, modules: comfy.model_patcher.ModelPatcher, where: tuple[str, int, int],
+def motion_modules_of(diffusion_model: torch.nn.Module) -> MotionModuleSet | None:
+    """The :class:`MotionModuleSet` attached to a ComfyUI UNet, or None for a plain SD1.5 UNet.
+
+    Duck-typed: a second import of this package (a test harness, a reloaded pack) has its own class object.
+    """
+    modules = diffusion_model._modules.get(MOTION_ATTR)
+    return modules if hasattr(modules, "module_at") and hasattr(modules, "prepare_positions") else None
+
+
+def _motion_forward(layer: torch.nn.Module, modules: MotionModuleSet, where: tuple[str, int, int],
                     state: TemporalState) -> Callable:
     original = layer.forward
 
@@ -147,15 +161,16 @@ def _motion_forward(layer: torch.nn.Module, modules: comfy.model_patcher.ModelPa
         f = state.frames
         if f is None:
             return h
-        module = modules.model.module_at(*where)
+        module = modules.module_at(*where)
         return module(h, f, state.attention or comfy_attention.optimized_attention)
 
     return forward
 
 
-def _injection(state: TemporalState, motion: comfy.model_patcher.ModelPatcher) -> PatcherInjection:
+def _injection(state: TemporalState) -> PatcherInjection:
     def inject(patcher: comfy.model_patcher.ModelPatcher) -> None:
         dm = patcher.model.diffusion_model
+        motion = motion_modules_of(dm)
         for layer, where in motion_targets(dm):
             layer.forward = _motion_forward(layer, motion, where, state)
         for norm in joint_norm_targets(dm):
@@ -183,38 +198,49 @@ def _frames_wrapper(state: TemporalState) -> Callable:
     return wrapper
 
 
-def _positions_wrapper(motion: comfy.model_patcher.ModelPatcher) -> Callable:
+def _positions_wrapper() -> Callable:
     def wrapper(executor, x, timestep, model_options=None, seed=None):
         # Outside the compiled forward: the motion modules' position tables on the sampling device, in the UNet's
         # compute dtype (a no-op after the first step; the module has no parameters, so low-VRAM loading leaves
         # its table on the CPU).
         model = executor.class_obj.inner_model
-        motion.model.prepare_positions(x.device, model.manual_cast_dtype or model.get_dtype())
+        dtype = model.manual_cast_dtype or model.get_dtype()
+        motion_modules_of(model.diffusion_model).prepare_positions(x.device, dtype)
         return executor(x, timestep, model_options, seed)
 
     return wrapper
 
 
-def apply_temporal(model: comfy.model_patcher.ModelPatcher, motion: comfy.model_patcher.ModelPatcher,
-                   segments: SegmentOptions | None = None) -> comfy.model_patcher.ModelPatcher:
-    """A clone of ``model`` that denoises videos (frames as batch) like MagicAnimate's 3D UNet.
+def apply_temporal(model: comfy.model_patcher.ModelPatcher,
+                   motion: MotionModuleSet | comfy.model_patcher.ModelPatcher,
+                   segments: SegmentOptions | None = None, model_is_private: bool = False
+                   ) -> comfy.model_patcher.ModelPatcher:
+    """A MODEL that denoises videos (frames as batch) like MagicAnimate's 3D UNet, with ``motion`` in its tree.
 
-    ``motion`` is the ``ModelPatcher`` of a :class:`MotionModuleSet` whose widths match the UNet.
+    ``motion``: a :class:`MotionModuleSet` whose widths match the UNet (or a ``ModelPatcher`` wrapping one). It
+    becomes ``diffusion_model.motion_modules`` of the returned MODEL. ``model_is_private``: nothing else holds
+    ``model``'s module tree (a UNet the loader built from the checkpoint), so the result is a clone of ``model``;
+    otherwise the result gets a new tree sharing ``model``'s weight storage (:func:`private_tree`) and ``model``
+    itself is left exactly as it was.
     """
     dm = model.model.diffusion_model
-    mm = motion.model
+    mm = motion.model if isinstance(motion, comfy.model_patcher.ModelPatcher) else motion
     if not isinstance(mm, MotionModuleSet):
-        raise TypeError("motion must wrap a MotionModuleSet")
+        raise TypeError("motion must be a MotionModuleSet")
     if mm.block_out_channels[0] != dm.model_channels:
         raise ValueError(f"motion modules are {mm.block_out_channels[0]} channels wide but the UNet has "
                          f"{dm.model_channels}; the MODEL must be an SD1.5 UNet")
+    if MOTION_ATTR in dm._modules or hasattr(dm, MOTION_ATTR):
+        raise ValueError("the MODEL already has motion modules (it is a MagicAnimate MODEL); connect a plain SD1.5 "
+                         "MODEL")
     state = TemporalState()
-    m = model.clone()
+    m = model.clone() if model_is_private else private_tree(model)
+    setattr(m.model.diffusion_model, MOTION_ATTR, mm)
+    m.size = 0  # the clone copied the size without the motion modules
     m.add_object_patch("model_sampling", make_model_sampling())
-    m.set_injections(KEY, [_injection(state, motion)])
+    m.set_injections(KEY, [_injection(state)])
     m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, KEY + "_frames", _frames_wrapper(state))
-    m.add_wrapper_with_key(WrappersMP.PREDICT_NOISE, KEY + "_positions", _positions_wrapper(motion))
-    m.set_additional_models(KEY + "_motion", [motion])
+    m.add_wrapper_with_key(WrappersMP.PREDICT_NOISE, KEY + "_positions", _positions_wrapper())
     install_core_sampler_check(m, KEY + "_core_sampler_check", KEY + "_conditioning")
     set_segments(m, segments or SegmentOptions())
     return m

@@ -383,7 +383,7 @@ def _check_pack_nodes(nodes: list[dict], object_info: dict, workflow: dict) -> N
     """The MagicAnimate nodes of the graph (at least the five of every animation), with the sockets, widgets and
     widget values their definitions call for."""
     by_type = {n["type"]: n for n in nodes}
-    core_five = set(NODE_IDS) - {"MagicAnimatePoseAlign"}  # every graph animates; Pose Align is optional
+    core_five = set(NODE_IDS) - {"MagicAnimatePoseAlign", "MagicAnimateMotionLoRA"}  # every graph animates; optional
     assert core_five <= set(by_type), f"missing MagicAnimate nodes: {core_five - set(by_type)}"
     shipped = {n["id"]: n for n in workflow["nodes"]}
     for node_id in [i for i in NODE_IDS if i in by_type]:

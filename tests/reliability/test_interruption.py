@@ -1,8 +1,8 @@
 """Interruption in every phase of a MagicAnimate run, in-process, on models that share one SD1.5 UNet.
 
 The temporal MODEL here is built the way the loader's optional ``model`` input builds it: a motion-module-only file on
-top of a plain SD1.5 ModelPatcher (standing in for CheckpointLoaderSimple's MODEL), so the pack's forward overrides,
-object patches and wrappers are installed on the very UNet module the plain model samples with. After an interruption
+top of a plain SD1.5 ModelPatcher (standing in for CheckpointLoaderSimple's MODEL); the temporal MODEL's module tree
+is its own but shares the plain model's weight storage. After an interruption
 (raised from inside a phase, or the interrupt flag set during it as POST /interrupt does):
 
 - no per-run state is left (reference bank, projected keys/values, ControlNet residual cache, hints, frame count);
@@ -41,7 +41,10 @@ class Models:
         self.base, missing, _ = model_files.build_unet(spatial, "sd15.safetensors", "an SD1.5 UNet", torch.float32)
         assert not missing
         self.temporal = loading.load_temporal_model(str(files.motion_only), base_model=self.base).model
-        assert self.temporal.model is self.base.model  # one UNet module, two patchers
+        # Two module trees (the motion modules stay out of the plain MODEL), one weight storage.
+        assert self.temporal.model is not self.base.model
+        weight = "diffusion_model.middle_block.1.proj_in.weight"
+        assert self.temporal.model.state_dict()[weight].data_ptr() == self.base.model.state_dict()[weight].data_ptr()
         self.encoder = model_files.load_appearance_encoder(str(files.appearance), torch.float32)
         self.control = model_files.load_densepose_controlnet(str(files.controlnet), torch.float32)
         self.vae = vae
@@ -94,7 +97,7 @@ def _phase_module(models: Models, phase: str) -> torch.nn.Module:
         "AppearanceEncode (VAE encode)": lambda: models.vae.first_stage_model.encoder,
         # ComfyUI calls the layers of a TimestepEmbedSequential one by one: hook a layer, not the block.
         "appearance encoder (reference UNet)": lambda: models.encoder.patcher.model.diffusion_model.middle_block[1],
-        "sampling (temporal UNet)": lambda: models.base.model.diffusion_model.middle_block[1],
+        "sampling (temporal UNet)": lambda: models.temporal.model.diffusion_model.middle_block[1],
         "DensePose ControlNet": lambda: models.control.control_model.middle_block[0],
         "decode (VAE decode)": lambda: models.vae.first_stage_model.decoder,
     }[phase]()

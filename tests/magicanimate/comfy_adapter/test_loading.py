@@ -53,8 +53,10 @@ def test_round_trip_returns_identical_tensors_and_keeps_state_dict_keys(tiny_fil
     spatial_keys = [k for k in file_sd if ".motion_modules." not in k]
     assert set(spatial) == set(spatial_keys)
     assert all(torch.equal(spatial[k], file_sd[k]) for k in spatial_keys)
-    motion = loaded.motion.model.state_dict()
+    motion = loaded.motion.state_dict()
     assert len(motion) == 560 and all(torch.equal(motion[k], file_sd[k]) for k in motion)
+    model_sd = loaded.model.model_state_dict()  # the motion weights are the MODEL's own (LoRAs, merges, offload)
+    assert all(torch.equal(model_sd["diffusion_model.motion_modules." + k], file_sd[k]) for k in motion)
     keys_plain = set(loaded.model.model.diffusion_model.state_dict())
     comfy.model_management.load_models_gpu([loaded.model])  # patch_model -> injections active
     assert loaded.model.is_injected
@@ -65,7 +67,8 @@ def test_round_trip_returns_identical_tensors_and_keeps_state_dict_keys(tiny_fil
     ctx = [[torch.zeros(1, 77, TINY["cross_attention_dim"]), {}]]
     sample_video(loaded.model, ctx, ctx, latent, torch.randn_like(latent), 0, 1, 1.0)
     loaded_patchers = [m.model for m in comfy.model_management.current_loaded_models]
-    assert any(p.model is loaded.motion.model for p in loaded_patchers)  # motion modules load with the UNet
+    assert any(p.model is loaded.model.model for p in loaded_patchers)
+    assert loaded.model.model.diffusion_model.motion_modules is loaded.motion  # motion modules load with the UNet
     assert sha(tiny_files.temporal) == before
 
 
@@ -79,7 +82,7 @@ def test_accepted_temporal_variants(tmp_path, variant):
     spatial = comfy_weights_as_diffusers(loaded.model)
     assert torch.equal(spatial["conv_in.weight"], sd["conv_in.weight"].float())
     key = "up_blocks.3.motion_modules.2.temporal_transformer.proj_out.weight"
-    assert torch.equal(loaded.motion.model.state_dict()[key], sd[key].float())
+    assert torch.equal(loaded.motion.state_dict()[key], sd[key].float())
 
 
 def test_motion_only_file_takes_spatial_weights_from_model_input(tmp_path, tiny_files):
@@ -92,7 +95,11 @@ def test_motion_only_file_takes_spatial_weights_from_model_input(tmp_path, tiny_
     assert not missing
     loaded = load_temporal_model(str(path), base_model=base)
     assert loaded.spatial_source == "MODEL input"
-    assert loaded.model.model is base.model
+    # A tree of its own (the motion modules stay out of the user's MODEL) that shares the base's weight storage.
+    assert loaded.model.model is not base.model and not hasattr(base.model.diffusion_model, "motion_modules")
+    ours = dict(loaded.model.model.named_parameters())
+    for key, p in base.model.named_parameters():
+        assert ours[key] is not p and ours[key].data_ptr() == p.data_ptr()
 
 
 def test_refusals_name_the_file_and_leave_it_untouched(tmp_path):
