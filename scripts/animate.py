@@ -62,18 +62,33 @@ SUBSTITUTIONS = {
 # ------------------------------------------------------------------------------------------------------------------
 # What to expect (README "What to expect")
 
-#: A simple model of this command's time on a CPU: seconds = steps * frames * CPU_FRAME_STEP_S * pixels / 64^2,
-#: anchored to the one measured run (README "What to expect"): the demo (42 frames) at 64x64 with 2 steps took 1133 s
-#: on the 2-core development machine while other jobs shared it (so an upper bound there), i.e. 13.5 s per frame and
-#: step, loading included. The growth with the pixel count is an assumption (convolutions scale with it; at small
-#: sizes the fixed cost of the weights makes it slower, at large sizes attention makes it faster), not yet measured.
-CPU_FRAME_STEP_S = 13.5
+#: This command's measured wall time on a 2-core CPU per frame and denoising step, loading included, by pixel count
+#: (README "What to expect"): medians of 3 runs of the 42-frame demo with 2 steps and real-size random-weight model
+#: files (bench/cpu_expectations.py) on the development machine while other jobs shared it, so upper bounds there:
+#: 268.4 s at 64x64, 480.2 s at 128x128, 1074.3 s at 256x256, each divided by 42 x 2.
+CPU_FRAME_STEP_S = {64 * 64: 268.4 / 84, 128 * 128: 480.2 / 84, 256 * 256: 1074.3 / 84}
 LONG_RUN_S = 120.0  # print the estimate when a run should take longer than this
 
 
 def estimate_cpu_seconds(width: int, height: int, steps: int, frames: int) -> float:
-    """Rough wall time of this command on a 2-core CPU (see :data:`CPU_FRAME_STEP_S`)."""
-    return steps * frames * CPU_FRAME_STEP_S * (width * height) / 64**2
+    """Rough wall time of this command on a 2-core CPU, from :data:`CPU_FRAME_STEP_S`.
+
+    Linear in the pixel count between the measured sizes; below the smallest, the smallest's cost (the weights'
+    fixed cost dominates there); above the largest, the largest's cost grown with the pixel count (an assumption:
+    at 512x512 attention over 4096 tokens grows faster, so the estimate is then a lower bound).
+    """
+    pixels = width * height
+    sizes = sorted(CPU_FRAME_STEP_S)
+    if pixels <= sizes[0]:
+        per = CPU_FRAME_STEP_S[sizes[0]]
+    elif pixels >= sizes[-1]:
+        per = CPU_FRAME_STEP_S[sizes[-1]] * pixels / sizes[-1]
+    else:
+        hi = next(i for i, p in enumerate(sizes) if p >= pixels)
+        p0, p1 = sizes[hi - 1], sizes[hi]
+        c0, c1 = CPU_FRAME_STEP_S[p0], CPU_FRAME_STEP_S[p1]
+        per = c0 + (c1 - c0) * (pixels - p0) / (p1 - p0)
+    return steps * frames * per
 
 
 def video_frame_count(path: Path) -> int | None:
