@@ -29,6 +29,7 @@ from ..motion_module import MotionModuleSet, placements
 from ..schedule import BETA_END, BETA_START, COMFY_BETA_SCHEDULE
 from .composition_checks import install_core_sampler_check
 from .context import SegmentHandler, SegmentOptions
+from .memory_estimate import update_memory_estimate
 
 __all__ = ["TemporalState", "make_model_sampling", "apply_temporal", "motion_targets", "joint_norm_targets",
            "chunk_frames", "joint_group_norm", "KEY"]
@@ -216,6 +217,7 @@ def apply_temporal(model: comfy.model_patcher.ModelPatcher, motion: comfy.model_
     m.add_wrapper_with_key(WrappersMP.PREDICT_NOISE, KEY + "_positions", _positions_wrapper(motion))
     m.set_additional_models(KEY + "_motion", [motion])
     install_core_sampler_check(m, KEY + "_core_sampler_check", KEY + "_conditioning")
+    update_memory_estimate(m, model_channels=int(dm.model_channels))  # a window's activations, not SD1.5's
     set_segments(m, segments or SegmentOptions())
     return m
 
