@@ -20,8 +20,15 @@ intermediate device) as on a real machine.
 
 Prints one JSON line per (dtype, budget).
 
-Memory figures are this script's own accounting of live fake CUDA storages (not MemTracker); the per-window list is
-the running peak after each window. ``comfy_memory_estimate_gib`` is ComfyUI's unmodified estimate for one window.
+Attention runs as ComfyUI runs it on an NVIDIA card (its pytorch attention: SDPA, flash kernel in fp16/bf16), not as
+on a CPU (sub-quadratic attention, whose chunks grow with the free memory it is told about).
+
+Memory figures are this script's own accounting of live fake CUDA storages (not MemTracker): ``peak_gib`` (weights,
+activations and caches, the running peak after each window, live bytes at the peak by the network that allocated
+them, and the peak while each network ran). ``memory_estimate_gib``: what the MagicAnimate MODEL told ComfyUI
+(``prepare_sampling``: both CFG halves of a window and one half, which decide the weight loading; ``at_unet_batch``:
+for the batch ComfyUI then chose per UNet call, ``unet_batch``, with its parts) and ComfyUI's own SD1.5 figure for
+a window; ``estimate_over_measured`` = ``at_unet_batch`` / measured activations and caches.
 """
 
 from __future__ import annotations
@@ -48,12 +55,20 @@ def reference_flops_per_frame(frames: int, windows: int, size: int, steps: int) 
 
 
 class DeviceMemory:
-    """Live bytes of fake CUDA storages (weakref-tracked), with a running peak."""
+    """Live bytes of fake CUDA storages (weakref-tracked), with a running peak.
+
+    Every storage is tagged with the phase that allocated it (``phase[-1]``: weights, sampler, unet, motion_modules,
+    controlnet, appearance_encoder); ``at_peak`` is the live bytes per phase at the moment of the peak.
+    """
 
     def __init__(self) -> None:
-        self.live: dict[int, int] = {}
+        self.live: dict[int, tuple[int, str]] = {}
         self.current = 0
         self.peak = 0
+        self.phase = ["weights"]
+        self.by_phase: dict[str, int] = {}
+        self.at_peak: dict[str, int] = {}
+        self.peak_while: dict[str, int] = {}
 
     def track(self, t) -> None:
         import torch
@@ -64,14 +79,38 @@ class DeviceMemory:
         key = st._cdata
         if key in self.live:
             return
-        size = st.nbytes()
-        self.live[key] = size
+        size, phase = st.nbytes(), self.phase[-1]
+        self.live[key] = (size, phase)
         self.current += size
-        self.peak = max(self.peak, self.current)
+        self.by_phase[phase] = self.by_phase.get(phase, 0) + size
+        if self.current > self.peak:
+            self.peak = self.current
+            self.at_peak = dict(self.by_phase)
+        if len(self.phase) > 2:  # running peak while a network runs (its top-level phase under "sampler")
+            top = self.phase[2]
+            self.peak_while[top] = max(self.peak_while.get(top, 0), self.current)
         weakref.finalize(st, self._free, key)
 
+    def reset_peak(self) -> None:
+        self.peak = self.current
+        self.at_peak = dict(self.by_phase)
+
     def _free(self, key: int) -> None:
-        self.current -= self.live.pop(key, 0)
+        size, phase = self.live.pop(key, (0, ""))
+        self.current -= size
+        if phase:
+            self.by_phase[phase] -= size
+
+
+def _flash_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kwargs):
+    """``scaled_dot_product_attention`` as a CUDA card runs it: flash kernel for fp16/bf16 (head dim a multiple of 8,
+    at most 256, no mask), memory-efficient kernel otherwise; ``(B, heads, L, d)`` in and out."""
+    import torch
+
+    d = q.shape[-1]
+    if attn_mask is None and q.dtype in (torch.float16, torch.bfloat16) and d % 8 == 0 and d <= 256:
+        return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, dropout_p, is_causal)[0]
+    return torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, attn_mask, False, dropout_p, is_causal)[0]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -108,6 +147,7 @@ def run_one(args, dtype, budget_gb: float) -> dict:
     import comfy.ops
     import comfy.supported_models
     import torch
+    from comfy.patcher_extension import WrappersMP
     from fixtures.model_files import FULL, TINY
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -117,6 +157,7 @@ def run_one(args, dtype, budget_gb: float) -> dict:
     import magicanimate.comfy_adapter.conditioning as conditioning
     from magicanimate.comfy_adapter.conditioning import Appearance, PoseCondition, apply_conditioning
     from magicanimate.comfy_adapter.context import SegmentOptions
+    from magicanimate.comfy_adapter.memory_estimate import window_memory_parts_for, window_memory_required
     from magicanimate.comfy_adapter.model_files import AppearanceEncoderModel, sd15_unet_config
     from magicanimate.comfy_adapter.sampling import sample_video
     from magicanimate.comfy_adapter.temporal import apply_temporal
@@ -145,9 +186,14 @@ def run_one(args, dtype, budget_gb: float) -> dict:
             return out
 
     saved = {name: getattr(mm, name) for name in ("get_torch_device", "get_free_memory", "get_total_memory",
-                                                  "load_models_gpu", "unet_offload_device", "soft_empty_cache")}
+                                                  "load_models_gpu", "unet_offload_device", "soft_empty_cache",
+                                                  "pytorch_attention_flash_attention")}
+    loads: list[dict] = []
 
-    def load_models_gpu(models, *a, **k):  # weights already live on the (fake) device: patch, inject, no move
+    def load_models_gpu(models, memory_required=0, minimum_memory_required=None, **k):
+        # Weights already live on the (fake) device: patch, inject, no move. The figures ComfyUI would decide with
+        # are recorded (prepare_sampling's estimate for the window batch and for one cond chunk).
+        loads.append({"memory_required": memory_required, "minimum_memory_required": minimum_memory_required})
         for m in models:
             if not m.is_injected:
                 m.patch_model(device_to=None, load_weights=False)
@@ -159,6 +205,15 @@ def run_one(args, dtype, budget_gb: float) -> dict:
     mm.get_total_memory = lambda dev=None, torch_total_too=False: (budget, budget) if torch_total_too else budget
     mm.load_models_gpu = load_models_gpu
     mm.soft_empty_cache = lambda force=False: None
+    # Attention as ComfyUI runs it on an NVIDIA card: its pytorch attention, i.e. SDPA with the flash kernel (the
+    # memory-efficient kernel for fp32 or masks). Fake SDPA would pick the math kernel, materialising every
+    # (tokens x tokens) map; ComfyUI's CPU default (sub-quadratic attention) sizes its chunks from free memory.
+    import comfy.ldm.modules.attention as comfy_attention
+    saved_attention = (comfy_attention.optimized_attention, comfy_attention.optimized_attention_masked,
+                       comfy.ops.scaled_dot_product_attention)
+    mm.pytorch_attention_flash_attention = lambda: True
+    comfy_attention.optimized_attention = comfy_attention.optimized_attention_masked = comfy_attention.attention_pytorch
+    comfy.ops.scaled_dot_product_attention = _flash_sdpa
     import comfy.sampler_helpers
     comfy.sampler_helpers.comfy.model_management.load_models_gpu = load_models_gpu
 
@@ -170,11 +225,23 @@ def run_one(args, dtype, budget_gb: float) -> dict:
     def attribute(name, fn):
         def wrapped(*a, **k):
             before = counter.get_total_flops()
+            memory.phase.append(name)
             try:
                 return fn(*a, **k)
             finally:
+                memory.phase.pop()
                 flops[name] += counter.get_total_flops() - before
         return wrapped
+
+    unet_batches: list[int] = []
+
+    def unet_phase(executor, x, *a, **k):
+        unet_batches.append(x.shape[0])
+        memory.phase.append("unet")
+        try:
+            return executor(x, *a, **k)
+        finally:
+            memory.phase.pop()
 
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     impls = torch._subclasses.fake_impls.op_implementations_dict
@@ -228,18 +295,27 @@ def run_one(args, dtype, budget_gb: float) -> dict:
             conditioning._run_encoder = attribute("appearance_encoder", conditioning._run_encoder)
             originals["mm"] = MotionModule.forward
             MotionModule.forward = attribute("motion_modules", MotionModule.forward)
+            model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "fake_gpu_dry_run", unet_phase)
             weights_total = memory.current
-            memory.peak = memory.current
+            memory.reset_peak()
+            memory.phase.append("sampler")
             with counter:
                 out = sample_video(model, text, neg, torch.zeros(total, 4, h, h), noise, 0, 25, 7.5,
                                    sigmas=ddim_sigmas(25)[:args.steps + 1])
             assert out.shape == (total, 4, h, h)
+            memory.phase.pop()
             flops["unet"] = counter.get_total_flops() - sum(v for k, v in flops.items() if k != "unet")
-            estimate = model.model.memory_required([2 * segments.length, 4, h, h])
+            window = min(segments.length, total)
+            comfy_default = type(model.model).memory_required(model.model, [2 * window, 4, h, h])
+            run_batch = max(unet_batches)
+            ours = window_memory_required(model, [run_batch, 4, h, h], window)
+            ours_parts = window_memory_parts_for(model, [run_batch, 4, h, h], window)
     finally:
         impls.update(saved_item)
         for name, fn in saved.items():
             setattr(mm, name, fn)
+        (comfy_attention.optimized_attention, comfy_attention.optimized_attention_masked,
+         comfy.ops.scaled_dot_product_attention) = saved_attention
         if "cn" in originals:
             control_model.forward = originals["cn"]
         if "enc" in originals:
@@ -247,6 +323,7 @@ def run_one(args, dtype, budget_gb: float) -> dict:
         if "mm" in originals:
             MotionModule.forward = originals["mm"]
     per_frame = {k: v / frames / args.steps for k, v in flops.items()}
+    activations = memory.peak - weights_total
     ref_pf = reference_flops_per_frame(frames, windows, args.size, 1)
     ours_unet = per_frame["unet"] + per_frame["motion_modules"]
     gib = 2 ** 30
@@ -257,10 +334,21 @@ def run_one(args, dtype, budget_gb: float) -> dict:
         "controlnet_frames": state.stats["control_frames"], "encoder_runs": state.stats["encoder_runs"],
         "weights_gib": {k: round(v / gib, 3) for k, v in weights.items()},
         "peak_gib": {"weights": round(weights_total / gib, 3),
-                     "activations_and_caches": round((memory.peak - weights_total) / gib, 3),
+                     "activations_and_caches": round(activations / gib, 3),
                      "total": round(memory.peak / gib, 3),
+                     "total_gb": round(memory.peak / 1e9, 3),
+                     "at_peak_by_allocator": {k: round(v / gib, 3) for k, v in memory.at_peak.items() if v},
+                     "activations_while": {k: round((v - weights_total) / gib, 4)
+                                           for k, v in memory.peak_while.items()},
                      "per_window": [round(p / gib, 3) for p in window_peaks[:8]]},
-        "comfy_memory_estimate_gib": round(estimate / gib, 3),
+        "unet_batch": run_batch, "cond_chunks_per_call": run_batch // min(segments.length, total),
+        "memory_estimate_gib": {
+            "prepare_sampling": round(loads[0]["memory_required"] / gib, 3) if loads else None,
+            "prepare_sampling_minimum": round(loads[0]["minimum_memory_required"] / gib, 3) if loads else None,
+            "at_unet_batch": round(ours / gib, 3),
+            "parts_at_unet_batch": {k: round(v / gib, 3) for k, v in ours_parts.items()},
+            "comfy_default_sd15": round(comfy_default / gib, 3)},
+        "estimate_over_measured": round(ours / activations, 3),
         "tflop_per_frame": {k: round(v / 1e12, 4) for k, v in per_frame.items()},
         "reference_tflop_per_frame": {k: round(v / 1e12, 4) for k, v in ref_pf.items()},
         "ratio_to_reference": {"unet_with_motion": round(ours_unet / ref_pf["unet"], 3),

@@ -38,6 +38,7 @@ from ..reference_attention import REFERENCE_BLOCKS, reference_self_attention
 from ..windows import frame_counts
 from .attention_chain import install_reference_attention
 from .context import SegmentOptions
+from .memory_estimate import update_memory_estimate
 from .model_files import AppearanceEncoderModel
 from .temporal import KEY, set_segments
 
@@ -88,7 +89,9 @@ class ConditioningState:
 
     ``hints``: ``(F, 3, H, W)`` on the host in the ControlNet's compute dtype (pinned on CUDA, copied per new frame
     without a sync); ``control_cache``: frame -> per-level residuals ``(1, C, h, w)`` already scaled by the strength
-    and in the UNet's compute dtype; ``window_control``: the current window's residuals ``(f, C, h, w)`` per level.
+    and in the UNet's compute dtype, each in its own storage (a frame kept for a later window never pins its whole
+    ControlNet batch); ``window_control``: the current window's per-frame residuals per level (``[(1, C, h, w)] * f``),
+    concatenated only for the UNet call that uses them.
     """
 
     appearance: Appearance | None
@@ -277,21 +280,22 @@ def _control_for_window(state: ConditioningState, model, x: torch.Tensor, sigmas
         for name in ("output", "middle"):
             scaled[name] = [(o if strength == 1.0 else o * strength).to(out_dtype) for o in out[name]]
         for n, i in enumerate(ids):
-            state.control_cache[i] = ([o[n:n + 1] for o in scaled["output"]], [o[n:n + 1] for o in scaled["middle"]])
+            state.control_cache[i] = ([o[n:n + 1].clone() for o in scaled["output"]],
+                                      [o[n:n + 1].clone() for o in scaled["middle"]])
+        del out, scaled
     control: dict = {"input": [], "output": [], "middle": []}
     for name, slot in (("output", 0), ("middle", 1)):
         per_frame = [state.control_cache[i][slot] for i in frame_ids]
-        for level in range(len(per_frame[0])):
-            parts = [p[level] for p in per_frame]
-            control[name].append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=0))
+        control[name] = [[p[level] for p in per_frame] for level in range(len(per_frame[0]))]
     return control
 
 
 def _window_control(state: ConditioningState, chunks: int) -> dict | None:
-    """The current window's residuals for a batch of ``chunks`` cond/uncond chunks (one cat, no repeat+copy)."""
+    """The current window's residuals ``(chunks*f, C, h, w)`` per level for a batch of ``chunks`` cond/uncond chunks:
+    one concatenation of the cached frames (no per-window copy held besides the one the UNet pops level by level)."""
     if state.window_control is None:
         return None
-    return {name: [r if chunks == 1 else torch.cat([r] * chunks, dim=0) for r in levels]
+    return {name: [parts[0] if len(parts) * chunks == 1 else torch.cat(parts * chunks, dim=0) for parts in levels]
             for name, levels in state.window_control.items()}
 
 
@@ -460,4 +464,21 @@ def apply_conditioning(model: comfy.model_patcher.ModelPatcher, appearance: Appe
         m.set_additional_models(KEY + "_conditioning", extra)
     if segments is not None:
         set_segments(m, segments)
+    _estimate_window_memory(m, appearance, pose, state.segments)
     return m, state
+
+
+def _estimate_window_memory(m: comfy.model_patcher.ModelPatcher, appearance: Appearance | None,
+                            pose: PoseCondition | None, segments: SegmentOptions) -> None:
+    """ComfyUI's estimate for ``m`` covers the reference tokens, the residual cache and the two extra networks."""
+    changes: dict = {"reference_images": 0, "control": False, "held_frames": 0}
+    if appearance is not None:
+        enc = appearance.encoder.patcher.model
+        changes.update(reference_images=int(appearance.latent.shape[0]),
+                       encoder_dtype_bytes=(enc.manual_cast_dtype or enc.get_dtype()).itemsize)
+    if pose is not None:
+        cn = pose.control_net
+        # The closed loop's last window reuses the first frames: their residuals are kept from the first window on.
+        changes.update(control=True, control_dtype_bytes=(cn.manual_cast_dtype or cn.control_model.dtype).itemsize,
+                       held_frames=segments.overlap if segments.closed_loop else 0)
+    update_memory_estimate(m, **changes)

@@ -30,6 +30,7 @@ from ..motion_module import MotionModuleSet, placements
 from ..schedule import BETA_END, BETA_START, COMFY_BETA_SCHEDULE
 from .composition_checks import install_core_sampler_check
 from .context import SegmentHandler, SegmentOptions
+from .memory_estimate import update_memory_estimate
 from .model_tree import private_tree
 
 __all__ = ["TemporalState", "make_model_sampling", "apply_temporal", "motion_targets", "joint_norm_targets",
@@ -242,6 +243,7 @@ def apply_temporal(model: comfy.model_patcher.ModelPatcher,
     m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, KEY + "_frames", _frames_wrapper(state))
     m.add_wrapper_with_key(WrappersMP.PREDICT_NOISE, KEY + "_positions", _positions_wrapper())
     install_core_sampler_check(m, KEY + "_core_sampler_check", KEY + "_conditioning")
+    update_memory_estimate(m, model_channels=int(dm.model_channels))  # a window's activations, not SD1.5's
     set_segments(m, segments or SegmentOptions())
     return m
 

@@ -59,10 +59,17 @@ def test_window_slices_and_residuals_need_no_index_tensor_and_no_repeat():
     assert torch.equal(_take(t, _runs([4, 5, 6, 0, 1])), torch.tensor([4, 5, 6, 0, 1]))
     assert _take(t, [(2, 5)]).data_ptr() == t[2:5].data_ptr()  # one run: a view, no copy
 
+    frames = [torch.randn(1, 2, 4, 4) for _ in range(3)]
+
     class _S:
-        window_control = {"output": [torch.randn(3, 2, 4, 4)], "middle": [torch.randn(3, 2, 2, 2)]}
+        window_control = {"output": [frames], "middle": [[f[:, :, :2, :2].clone() for f in frames]]}
 
     one = _window_control(_S, 1)
-    assert one["output"][0] is _S.window_control["output"][0]   # single chunk: the window tensor itself
+    assert torch.equal(one["output"][0], torch.cat(frames))      # one concatenation of the cached frames
     two = _window_control(_S, 2)
-    assert torch.equal(two["middle"][0], torch.cat([_S.window_control["middle"][0]] * 2))
+    assert torch.equal(two["middle"][0], torch.cat(_S.window_control["middle"][0] * 2))
+
+    class _One:
+        window_control = {"output": [frames[:1]], "middle": [frames[1:2]]}
+
+    assert _window_control(_One, 1)["output"][0] is frames[0]   # one frame, one chunk: the cached tensor itself
