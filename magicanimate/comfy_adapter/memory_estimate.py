@@ -64,9 +64,16 @@ def _estimator(spec: WindowMemory, frames: int) -> Callable:
 
 @contextmanager
 def _answering(base, estimator: Callable) -> Iterator[None]:
-    """``base.memory_required`` is ``estimator`` inside, exactly what it was outside (instance attribute or none)."""
+    """``base.memory_required`` is ``estimator`` inside (chained with a per-instance one already there, the larger
+    answer winning), exactly what it was outside (instance attribute or none)."""
     had, previous = "memory_required" in vars(base), vars(base).get("memory_required")
-    base.memory_required = estimator
+    if had:  # someone else's per-instance answer (another pack, a test simulating a small card): keep the larger one
+        def chained(input_shape, cond_shapes=None):
+            return max(estimator(input_shape, cond_shapes), previous(input_shape, cond_shapes=cond_shapes))
+
+        base.memory_required = chained
+    else:
+        base.memory_required = estimator
     try:
         yield
     finally:
