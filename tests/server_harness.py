@@ -229,3 +229,10 @@ def shared_model_tree() -> Path:
         write_model_tree(root)
         _model_tree = root
     return _model_tree
+
+
+def unavailable(message: str) -> None:
+    """A tool a test needs is missing (Chromium, Node.js, playwright): fail in CI (``$CI`` set), skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)

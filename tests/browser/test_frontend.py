@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 import pytest
-from server_harness import NODE_IDS, PACK_FOLDER, REPO_ROOT, Server, comfyui_server, shared_model_tree
+from server_harness import NODE_IDS, PACK_FOLDER, REPO_ROOT, Server, comfyui_server, shared_model_tree, unavailable
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 SCREENSHOT_DIR = REPO_ROOT / "docs" / "screenshots"
@@ -158,18 +158,11 @@ def test_readme_shows_a_screenshot_of_each_workflow_and_each_template_has_a_thum
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _unavailable(message: str):
-    """Fail in CI (``$CI`` set), skip elsewhere."""
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def chromium() -> str:
     path = shutil.which("chromium") or ("/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None)
     if path is None:
-        _unavailable("Debian's Chromium is not installed: run `apt-get install -y chromium` "
+        unavailable("Debian's Chromium is not installed: run `apt-get install -y chromium` "
                      "(`bash .ci/run` does it); the browser tests never download a browser")
     return path
 
@@ -179,7 +172,7 @@ def playwright_api():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _unavailable("the Python package playwright is not installed: pip install -r requirements-test.txt")
+        unavailable("the Python package playwright is not installed: pip install -r requirements-test.txt")
     with sync_playwright() as pw:
         yield pw
 
