@@ -205,6 +205,10 @@ def run_one(args, dtype, budget_gb: float) -> dict:
     mm.get_total_memory = lambda dev=None, torch_total_too=False: (budget, budget) if torch_total_too else budget
     mm.load_models_gpu = load_models_gpu
     mm.soft_empty_cache = lambda force=False: None
+    # What the CUDA runtime would answer about its one device (newer ComfyUI asks before sampling on "cuda:0").
+    saved_cuda = {name: getattr(torch.cuda, name) for name in ("current_device", "set_device")}
+    torch.cuda.current_device = lambda: 0
+    torch.cuda.set_device = lambda device: None
     # Attention as ComfyUI runs it on an NVIDIA card: its pytorch attention, i.e. SDPA with the flash kernel (the
     # memory-efficient kernel for fp32 or masks). Fake SDPA would pick the math kernel, materialising every
     # (tokens x tokens) map; ComfyUI's CPU default (sub-quadratic attention) sizes its chunks from free memory.
@@ -314,6 +318,8 @@ def run_one(args, dtype, budget_gb: float) -> dict:
         impls.update(saved_item)
         for name, fn in saved.items():
             setattr(mm, name, fn)
+        for name, fn in saved_cuda.items():
+            setattr(torch.cuda, name, fn)
         (comfy_attention.optimized_attention, comfy_attention.optimized_attention_masked,
          comfy.ops.scaled_dot_product_attention) = saved_attention
         if "cn" in originals:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import importlib
 import importlib.util
@@ -428,8 +429,10 @@ async def run_prompt(prompt: dict, ui: dict | None, console: ConsoleServer, verb
         raise SystemExit("ComfyUI rejected the workflow:\n" + "\n".join(details))
     comfy.utils.set_progress_bar_enabled(False)  # no tqdm bars; the hook below prints progress
     comfy.utils.set_progress_bar_global_hook(console.progress_hook)
+    # Classic caching, as ComfyUI's own main sets it up for --cache-classic: every size and RAM headroom the running
+    # version reads from cache_args ("lru", "ram", newer "ram_inactive", ...) is 0.
     executor = execution.PromptExecutor(console, cache_type=execution.CacheType.CLASSIC,
-                                        cache_args={"lru": 0, "ram": 0})
+                                        cache_args=collections.defaultdict(int))
     extra_data: dict = {"client_id": "magicanimate-cli"}  # without a client id PromptExecutor sends no events
     if ui:
         extra_data["extra_pnginfo"] = {"workflow": ui}  # SaveVideo embeds it: the mp4 opens in the editor

@@ -353,7 +353,7 @@ def _diffusion_wrapper(state: ConditioningState) -> Callable:
 
 
 def _calc_cond_batch_wrapper(state: ConditioningState) -> Callable:
-    def wrapper(executor, model, conds, x_in, timestep, model_options):
+    def wrapper(executor, model, conds, x_in, timestep, model_options, *args, **kwargs):
         # One call per window (both CFG halves); interruption is honoured between windows.
         comfy.model_management.throw_exception_if_processing_interrupted()
         window = model_options.get("transformer_options", {}).get("context_window")
@@ -362,7 +362,7 @@ def _calc_cond_batch_wrapper(state: ConditioningState) -> Callable:
             state.window_control = _control_for_window(state, model, x_in, timestep, frame_ids,
                                                        _positive_context(conds))
         try:
-            out = executor(model, conds, x_in, timestep, model_options)
+            out = executor(model, conds, x_in, timestep, model_options, *args, **kwargs)
         finally:
             state.window_control = None
         _release_window(state, frame_ids)
@@ -384,7 +384,7 @@ def _positive_context(conds: list) -> torch.Tensor | None:
 
 
 def _predict_noise_wrapper(state: ConditioningState) -> Callable:
-    def wrapper(executor, x, timestep, model_options=None, seed=None):
+    def wrapper(executor, x, timestep, *args, **kwargs):
         # A new model evaluation: ControlNet residuals and the reference bank depend on the step.
         state.control_cache, state.window_control = {}, None
         num_frames = x.shape[0]
@@ -410,7 +410,7 @@ def _predict_noise_wrapper(state: ConditioningState) -> Callable:
                 _project_reference(state, x.device, _compute_dtype(model))
             else:
                 state.bank, state.kv = {}, {}  # filled by the first UNet call of this step
-        return executor(x, timestep, model_options, seed)
+        return executor(x, timestep, *args, **kwargs)
 
     return wrapper
 

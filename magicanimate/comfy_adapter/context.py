@@ -1,25 +1,31 @@
-"""MagicAnimate segments on top of ComfyUI's context-window handler (integration map section 5).
+"""MagicAnimate segments: the model evaluation runs window by window and the per-frame predictions are averaged.
 
-Core's ``IndexListContextHandler`` averages per-frame predictions below CFG, exactly where the reference averages.
-Two core defects are worked around here: ``set_step`` fails for frames-as-batch (B1; MagicAnimate's windows never
-shift, so the step is always 0) and list indexing is deprecated in torch (G4; a tensor index is used instead).
+ComfyUI's ``calc_cond_batch`` hands the whole evaluation to ``model_options["context_handler"]`` when the handler's
+``should_use_context`` says so, calling ``execute(calc_cond_batch, model, conds, x_in, timestep, model_options)``.
+Those two methods are the whole contract (``comfy.context_windows.ContextHandlerABC``, unchanged since 0.3.75). The
+window loop itself is the pack's own: core's ``IndexListContextHandler`` changed its constructor, its window class
+and the signatures of the methods a subclass overrides several times in 2026, and newer versions add behaviour the
+reference does not have (an extra "anchor" frame before each window, per-step window shifts). MagicAnimate's loop is
+small and fixed (docs/ARCHITECTURE.md, "Segments"): cut the latents, timesteps and conds to the window's frames, run
+the window, add its prediction times the fuse weight into a per-frame sum, divide by the summed weights at the end.
+The averaging happens below CFG, exactly where the reference averages.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import comfy.context_windows as cw
+import comfy.model_management
 import torch
 
-from ..windows import segment_windows
+from ..windows import pyramid_weights, segment_windows
 from .core_control import StepControls, resize_conds_controls
 
-__all__ = ["SegmentOptions", "SegmentHandler", "FUSE_METHODS"]
+__all__ = ["SegmentOptions", "SegmentHandler", "SegmentWindow", "FUSE_METHODS"]
 
-#: Our fuse names -> ComfyUI fuse methods ("flat" is a plain per-frame average, as in the reference).
-FUSE_METHODS = {"average": "flat", "pyramid": "pyramid"}
+#: Fuse names -> per-position weights of a window of ``n`` frames ("average" is the reference's plain mean).
+FUSE_METHODS = {"average": lambda n: [1.0] * n, "pyramid": pyramid_weights}
 
 
 @dataclass(frozen=True)
@@ -43,75 +49,132 @@ class SegmentOptions:
         return segment_windows(num_frames, self.length, self.overlap, self.closed_loop)
 
 
-class _TensorIndexWindow(cw.IndexListContextWindow):
-    """A window that slices frames with an index tensor (G4) instead of a deprecated list index."""
+class SegmentWindow:
+    """One window: the frame indices ``index_list`` into dimension ``dim`` (frames are the batch, dim 0).
+
+    It is also what ``transformer_options["context_window"]`` holds while the window runs (read by the pack's
+    conditioning and by anything else that looks for core's window there: ``index_list``, ``dim``,
+    ``context_length``).
+    """
+
+    def __init__(self, index_list: list[int], dim: int = 0) -> None:
+        self.index_list = [int(i) for i in index_list]
+        self.dim = dim
+        self.context_length = len(self.index_list)
 
     def _index(self, full: torch.Tensor) -> torch.Tensor:
         return torch.tensor(self.index_list, device=full.device, dtype=torch.long)
 
-    def get_tensor(self, full: torch.Tensor, device=None, dim=None) -> torch.Tensor:
+    def get_tensor(self, full: torch.Tensor, device=None, dim: int | None = None) -> torch.Tensor:
+        """The window's frames of ``full`` along ``dim``; a single-frame tensor (broadcast to all) as it is."""
         dim = self.dim if dim is None else dim
         if dim == 0 and full.shape[dim] == 1:
             return full
         return full.index_select(dim, self._index(full)).to(device)
 
-    def add_window(self, full: torch.Tensor, to_add: torch.Tensor, dim=None) -> torch.Tensor:
+    def add_window(self, full: torch.Tensor, to_add: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+        """Add ``to_add`` (the window's frames) into ``full`` at the window's frames, in place; returns ``full``."""
         dim = self.dim if dim is None else dim
         full.index_add_(dim, self._index(full), to_add.to(full.dtype))
         return full
 
 
-def _schedule(num_frames: int, handler: SegmentHandler, model_options: dict) -> list[list[int]]:
-    return handler.options.windows(num_frames)
+def _frame_sized(value: torch.Tensor, num_frames: int) -> bool:
+    return value.ndim > 0 and value.shape[0] == num_frames
 
 
-class SegmentHandler(cw.IndexListContextHandler):
+def _resize_model_conds(model_conds: dict, window: SegmentWindow, num_frames: int) -> dict:
+    """``model_conds`` with every per-frame entry (a tensor, or a core ``CONDRegular``-like with a ``cond`` tensor,
+    whose first dimension is the frame count) cut to the window's frames; other entries as they are."""
+    out = dict(model_conds)
+    for key, value in model_conds.items():
+        if isinstance(value, torch.Tensor):
+            if _frame_sized(value, num_frames):
+                out[key] = window.get_tensor(value)
+        elif isinstance(getattr(value, "cond", None), torch.Tensor) and hasattr(value, "_copy_with"):
+            if _frame_sized(value.cond, num_frames):
+                out[key] = value._copy_with(window.get_tensor(value.cond))
+    return out
+
+
+def resize_cond(cond_in: list[dict] | None, window: SegmentWindow, num_frames: int) -> list[dict] | None:
+    """One cond list (core's processed conds) cut to ``window``: new dicts, the inputs are never modified."""
+    if cond_in is None:
+        return None
+    resized = []
+    for cond in cond_in:
+        new = dict(cond)
+        for key, value in cond.items():
+            if isinstance(value, torch.Tensor) and _frame_sized(value, num_frames):
+                new[key] = window.get_tensor(value)
+            elif key == "model_conds" and isinstance(value, dict):
+                new[key] = _resize_model_conds(value, window, num_frames)
+        resized.append(new)
+    return resized
+
+
+class SegmentHandler(cw.ContextHandlerABC):
     """Context handler with MagicAnimate's fixed windows; frames are the batch dimension (dim 0)."""
 
     #: Marks our handler (an ``isinstance`` test fails when the pack is imported twice under different names).
     magicanimate_segments = True
+    dim = 0
 
     def __init__(self, options: SegmentOptions) -> None:
-        fuse = cw.get_matching_fuse_method(FUSE_METHODS[options.fuse])
-        super().__init__(cw.ContextSchedule("magicanimate", _schedule), fuse,
-                         context_length=options.length, context_overlap=options.overlap,
-                         closed_loop=options.closed_loop, dim=0)
         self.options = options
+        self.context_length = options.length
+        self.context_overlap = options.overlap
+        self.closed_loop = options.closed_loop
+        self.fuse = options.fuse
         self._controls = StepControls()
 
     def __deepcopy__(self, memo: dict) -> SegmentHandler:
-        # ModelPatcher.clone deep-copies model_options (G3): options are immutable, per-evaluation state is not kept.
-        new = SegmentHandler(self.options)
-        new.callbacks = copy.deepcopy(self.callbacks, memo)
-        return new
+        # ModelPatcher.clone deep-copies model_options: options are immutable, per-evaluation state is not kept.
+        return SegmentHandler(self.options)
 
-    def execute(self, calc_cond_batch, model, conds, x_in, timestep, model_options):
-        num_frames = x_in.size(0)
-        self._controls = StepControls(self.options.windows(num_frames), num_frames)
-        try:
-            return super().execute(calc_cond_batch, model, conds, x_in, timestep, model_options)
-        finally:
-            self._controls = StepControls()
+    def get_context_windows(self, model, x_in: torch.Tensor, model_options: dict) -> list[SegmentWindow]:
+        return [SegmentWindow(w, dim=self.dim) for w in self.options.windows(x_in.size(self.dim))]
 
-    def evaluate_context_windows(self, calc_cond_batch, model, x_in, conds, timestep, enumerated_context_windows,
-                                 model_options, device=None, first_device=None):
-        results = []
-        for item in enumerated_context_windows:
-            results += super().evaluate_context_windows(calc_cond_batch, model, x_in, conds, timestep, [item],
-                                                        model_options, device, first_device)
-            # Core ControlNet rows of frames no later window of this evaluation holds are dropped (bounded memory).
-            self._controls.window_done(item[1].index_list)
-        return results
+    def should_use_context(self, model, conds, x_in: torch.Tensor, timestep, model_options: dict) -> bool:
+        return x_in.size(self.dim) > self.context_length
 
-    def get_resized_cond(self, cond_in: list[dict], x_in: torch.Tensor, window: cw.IndexListContextWindow,
-                         device=None) -> list:
-        # Core ControlNets in the conds would get hint frames 0..L-1 in every window (B2): give them the window's,
-        # each frame computed once per evaluation where the chain allows it (core_control).
-        resized = super().get_resized_cond(cond_in, x_in, window, device)
+    def get_resized_cond(self, cond_in: list[dict] | None, x_in: torch.Tensor, window: SegmentWindow,
+                         device=None) -> list[dict] | None:
+        # Core ControlNets in the conds would get hint frames 0..L-1 in every window: give them the window's, each
+        # frame computed once per evaluation where the chain allows it (core_control).
+        resized = resize_cond(cond_in, window, x_in.size(self.dim))
         return resize_conds_controls(resized, window.index_list, self._controls)
 
-    def set_step(self, timestep: torch.Tensor, model_options: dict) -> None:
-        self._step = 0  # windows never shift between steps (spec section 6, item 3)
+    def execute(self, calc_cond_batch, model, conds: list, x_in: torch.Tensor, timestep: torch.Tensor,
+                model_options: dict) -> list[torch.Tensor]:
+        """Run every window through ``calc_cond_batch`` and return, per cond, the fused prediction like ``x_in``."""
+        num_frames = x_in.size(self.dim)
+        windows = self.get_context_windows(model, x_in, model_options)
+        self._controls = StepControls([w.index_list for w in windows], num_frames)
+        shape = [1] * x_in.ndim
+        shape[self.dim] = num_frames
+        sums = [torch.zeros_like(x_in) for _ in conds]
+        counts = [torch.zeros(shape, device=x_in.device) for _ in conds]
+        transformer_options = model_options.setdefault("transformer_options", {})
+        try:
+            for window in windows:
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                transformer_options["context_window"] = window
+                sub_x = window.get_tensor(x_in)
+                sub_t = window.get_tensor(timestep, dim=0)
+                sub_conds = [self.get_resized_cond(cond, x_in, window) for cond in conds]
+                outs = calc_cond_batch(model, sub_conds, sub_x, sub_t, model_options)
+                weights = torch.tensor(FUSE_METHODS[self.fuse](window.context_length), device=x_in.device)
+                weights = weights.reshape([-1 if d == self.dim else 1 for d in range(x_in.ndim)])
+                for i, out in enumerate(outs):
+                    window.add_window(sums[i], out * weights)
+                    window.add_window(counts[i], weights)
+                # Core ControlNet rows of frames no later window of this evaluation holds are dropped.
+                self._controls.window_done(window.index_list)
+            for s, c in zip(sums, counts, strict=True):
+                s /= c
+            return sums
+        finally:
+            transformer_options.pop("context_window", None)
+            self._controls = StepControls()
 
-    def get_context_windows(self, model, x_in: torch.Tensor, model_options: dict) -> list[cw.IndexListContextWindow]:
-        return [_TensorIndexWindow(w, dim=0) for w in self.options.windows(x_in.size(0))]

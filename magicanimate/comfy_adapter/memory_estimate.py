@@ -83,21 +83,31 @@ def _answering(base, estimator: Callable) -> Iterator[None]:
             vars(base).pop("memory_required", None)
 
 
-def _prepare_sampling_wrapper(executor, model, noise_shape, conds, model_options=None):
+def _model_options(args: tuple, kwargs: dict, position: int) -> dict | None:
+    """The ``model_options`` argument of a wrapped core call, passed by keyword or at ``position``."""
+    if "model_options" in kwargs:
+        return kwargs["model_options"]
+    return args[position] if len(args) > position else None
+
+
+# Both wrappers take and forward whatever else the running ComfyUI passes (newer cores add arguments such as
+# ``force_full_load``): they read only the arguments every supported version has.
+def _prepare_sampling_wrapper(executor, model, noise_shape, conds, *args, **kwargs):
+    model_options = _model_options(args, kwargs, 0)
     spec = _spec(model_options, model.model)
     if spec is None:
-        return executor(model, noise_shape, conds, model_options=model_options)
+        return executor(model, noise_shape, conds, *args, **kwargs)
     frames = _window_frames(noise_shape[0], model_options)
     with _answering(model.model, _estimator(spec, frames)):
-        return executor(model, noise_shape, conds, model_options=model_options)
+        return executor(model, noise_shape, conds, *args, **kwargs)
 
 
-def _calc_cond_batch_wrapper(executor, model, conds, x_in, timestep, model_options):
-    spec = _spec(model_options, model)
+def _calc_cond_batch_wrapper(executor, model, conds, x_in, timestep, *args, **kwargs):
+    spec = _spec(_model_options(args, kwargs, 0), model)
     if spec is None:
-        return executor(model, conds, x_in, timestep, model_options)
+        return executor(model, conds, x_in, timestep, *args, **kwargs)
     with _answering(model, _estimator(spec, int(x_in.shape[0]))):
-        return executor(model, conds, x_in, timestep, model_options)
+        return executor(model, conds, x_in, timestep, *args, **kwargs)
 
 
 def install_memory_estimate(model: comfy.model_patcher.ModelPatcher, spec: WindowMemory) -> None:

@@ -134,7 +134,9 @@ def build_unet(sd_diffusers: dict[str, torch.Tensor], name: str, hint: str,
             for key in missing:
                 if key in params_by_name:
                     params_by_name[key].zero_()
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload)
+    # Managed like core's own models: newer cores name theirs CoreModelPatcher (dynamic VRAM on NVIDIA cards).
+    patcher_class = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    patcher = patcher_class(model, load_device=load_device, offload_device=offload)
     return patcher, missing, unused
 
 

@@ -12,6 +12,7 @@ in-place weight updates are switched off for the new MODEL.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable
 
 import comfy.model_management
@@ -21,7 +22,10 @@ from comfy.patcher_extension import CallbacksMP
 
 from ..errors import MagicAnimateError
 
-__all__ = ["private_tree", "unload"]
+__all__ = ["private_tree", "unload", "DYNAMIC_STATE"]
+
+#: Attributes a dynamic-VRAM ModelPatcher keeps on the module tree it manages (never shared between two trees).
+DYNAMIC_STATE = ("dynamic_vbars", "dynamic_pins", "dynamic_patchers")
 
 
 def unload(patcher: comfy.model_patcher.ModelPatcher) -> None:
@@ -53,6 +57,17 @@ def private_tree(patcher: comfy.model_patcher.ModelPatcher) -> comfy.model_patch
         memo[id(p)] = torch.nn.Parameter(p.data, requires_grad=p.requires_grad)
     for b in model.buffers():
         memo[id(b)] = b.detach()
+    # The model config is read-only description, shared rather than copied: newer cores give its class a
+    # ``__getattr__`` that answers every missing name (``__setstate__`` included) with None, which deepcopy calls.
+    config = getattr(model, "model_config", None)
+    if config is not None:
+        memo[id(config)] = config
+    # Dynamic VRAM (newer ComfyUI on NVIDIA cards) keeps per-model loading state on the module tree: address-space
+    # reservations, pinned host buffers and the set of patchers using the tree. The new tree starts with its own.
+    for name in DYNAMIC_STATE:
+        state = getattr(model, name, None)
+        if state is not None:
+            memo[id(state)] = type(state)()
     try:
         tree = copy.deepcopy(model, memo)
     except Exception as exc:  # an attribute some other node attached that cannot be copied
@@ -65,16 +80,19 @@ def private_tree(patcher: comfy.model_patcher.ModelPatcher) -> comfy.model_patch
     tree.model_lowvram = False
     tree.current_weight_patches_uuid = None
     tree.model_offload_buffer_memory = 0
-    n = patcher.clone()
-    n.model = tree
+    # A clone's patches, hooks and options on the new tree, with loading state of its own (weight backups, pins).
+    fresh: tuple = ({}, {}, {}, set())  # backup, backup_buffers, object_patches_backup, pinned
+    if "model_override" in inspect.signature(patcher.clone).parameters:  # newer cores: clone onto another tree
+        n = patcher.clone(model_override=(tree, fresh))
+    else:
+        n = patcher.clone()
+        n.model = tree
+        n.backup, _, n.object_patches_backup, n.pinned = fresh
     n.parent = None  # not a clone: ComfyUI loads, patches and unloads it as a model of its own
     n.size = 0
     n.weight_inplace_update = False  # an in-place patch would write into the user's MODEL's weights
-    n.backup = {}
-    n.object_patches_backup = {}
     n.hook_backup = {}
     n.cached_hook_patches = {}
-    n.pinned = set()
     n.is_injected = False
     shared = {k: p.data for k, p in model.named_parameters()}
     n.add_callback_with_key(CallbacksMP.ON_DETACH, "magicanimate_shared_weights", _relink(shared))

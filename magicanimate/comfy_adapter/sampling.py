@@ -19,7 +19,7 @@ from ..noise import video_noise
 from ..schedule import ddim_sigmas, pure_noise_scale
 
 __all__ = ["REFERENCE_SAMPLER", "sampler_names", "video_sigmas", "initial_noise", "sample_video",
-           "NonFiniteLatentError"]
+           "NonFiniteLatentError", "sampler_seed"]
 
 REFERENCE_SAMPLER = "reference_ddim"
 
@@ -73,10 +73,20 @@ def sample_video(model: comfy.model_patcher.ModelPatcher, positive: list, negati
         if callback is not None:
             callback(step, x0, x, total_steps)
 
-    out = guider.sample(noise, latent, sampler, sigmas, callback=checked, disable_pbar=disable_pbar, seed=seed)
+    out = guider.sample(noise, latent, sampler, sigmas, callback=checked, disable_pbar=disable_pbar,
+                        seed=sampler_seed(seed))
     if not bool(torch.isfinite(out).all()):
         raise NonFiniteLatentError(total, total)
     return out
+
+
+def sampler_seed(seed: int) -> int:
+    """The seed handed to ComfyUI's sampler (the per-step noise of ancestral and SDE samplers): ``seed`` mod 2**63.
+
+    The widget allows 0..2**64-1, but newer cores add 1 to the seed on the CPU before ``Generator.manual_seed``, which
+    overflows at 2**64 - 1. Seeds below 2**63 are passed as they are; the initial noise always uses the full seed.
+    """
+    return int(seed) % (1 << 63)
 
 
 class NonFiniteLatentError(MagicAnimateError):

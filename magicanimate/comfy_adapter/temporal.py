@@ -200,14 +200,14 @@ def _frames_wrapper(state: TemporalState) -> Callable:
 
 
 def _positions_wrapper() -> Callable:
-    def wrapper(executor, x, timestep, model_options=None, seed=None):
+    def wrapper(executor, x, timestep, *args, **kwargs):
         # Outside the compiled forward: the motion modules' position tables on the sampling device, in the UNet's
         # compute dtype (a no-op after the first step; the module has no parameters, so low-VRAM loading leaves
         # its table on the CPU).
         model = executor.class_obj.inner_model
         dtype = model.manual_cast_dtype or model.get_dtype()
         motion_modules_of(model.diffusion_model).prepare_positions(x.device, dtype)
-        return executor(x, timestep, model_options, seed)
+        return executor(x, timestep, *args, **kwargs)
 
     return wrapper
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from magicanimate.comfy_adapter.context import SegmentHandler, SegmentOptions
 from magicanimate.comfy_adapter.temporal import joint_norm_targets, motion_targets
 from magicanimate.motion_module import MotionModule
+from magicanimate.windows import pyramid_weights
 
 
 def injected(temporal):
@@ -79,6 +80,39 @@ def test_segment_handler_uses_our_windows_and_tensor_indexing():
     w = windows[-1]
     w.add_window(full, torch.ones(16, 1))
     assert full[36:48].sum() == 12 and full[0:4].sum() == 4 and w.get_tensor(torch.arange(48.0)).tolist()[-1] == 3.0
-    handler.set_step(torch.tensor([5.0]), {"transformer_options": {"sample_sigmas": torch.zeros(3)}})  # B1: no crash
     pyramid = SegmentHandler(SegmentOptions(fuse="pyramid"))
-    assert pyramid.fuse_method.name == "pyramid"
+    assert pyramid.fuse == "pyramid"
+
+
+def test_segment_handler_fuses_windows_below_cfg_with_the_fuse_weights():
+    """The handler's own loop: every window's prediction, times its fuse weight, averaged per frame; the timestep
+    need not be one of the sampler's sigmas (windows never shift between steps)."""
+    x = torch.arange(48.0).reshape(48, 1, 1, 1).repeat(1, 4, 2, 2)
+    t = torch.full((48,), 5.0)
+    conds = [[{"model_conds": {}}], [{"model_conds": {}}]]
+    seen = []
+
+    def calc(model, sub_conds, sub_x, sub_t, model_options):
+        window = model_options["transformer_options"]["context_window"]
+        seen.append((window.index_list, sub_x.shape[0], sub_t.shape[0], len(sub_conds)))
+        assert torch.equal(sub_x[:, 0, 0, 0], torch.tensor(window.index_list, dtype=torch.float32))
+        return [sub_x * 2, sub_x + torch.arange(sub_x.shape[0], dtype=torch.float32).reshape(-1, 1, 1, 1)]
+
+    for fuse in ("average", "pyramid"):
+        seen.clear()
+        handler = SegmentHandler(SegmentOptions(fuse=fuse))
+        options = {"transformer_options": {"sample_sigmas": torch.zeros(3)}}
+        assert handler.should_use_context(None, conds, x, t, options)
+        cond_out, uncond_out = handler.execute(calc, None, conds, x, t, options)
+        windows = SegmentOptions().windows(48)
+        assert [s[0] for s in seen] == windows and all(s[1:] == (16, 16, 2) for s in seen)
+        assert "context_window" not in options["transformer_options"]
+        assert torch.equal(cond_out, x * 2)  # a per-frame function survives any weighted average exactly
+        weights = torch.tensor([1.0] * 16 if fuse == "average" else [float(w) for w in pyramid_weights(16)])
+        expect = torch.zeros(48)
+        total = torch.zeros(48)
+        for w in windows:
+            expect.index_add_(0, torch.tensor(w), (torch.tensor(w, dtype=torch.float32) + torch.arange(16.0)) * weights)
+            total.index_add_(0, torch.tensor(w), weights)
+        assert torch.allclose(uncond_out[:, 0, 0, 0], expect / total)
+    assert not SegmentHandler(SegmentOptions()).should_use_context(None, conds, x[:16], t[:16], {})
