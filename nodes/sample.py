@@ -73,7 +73,8 @@ def _check_inputs(model, appearance, positive, negative, steps: int) -> None:
     """Refuse inputs that would otherwise fail deep inside torch, with the input's name and the fix."""
     if int(steps) < 1:
         raise MagicAnimateError(f"TemporalSample: steps is {steps}; it must be at least 1 (the reference uses 25).")
-    if TEMPORAL_KEY not in (getattr(model, "injections", None) or {}):
+    get_injections = getattr(model, "get_injections", None)
+    if not callable(get_injections) or not get_injections(TEMPORAL_KEY):
         raise MagicAnimateError("TemporalSample: the model input is not a MagicAnimate temporal MODEL (it has no "
                                 "motion modules). Connect the MODEL output of Load MagicAnimate, not a checkpoint "
                                 "loader's MODEL.")

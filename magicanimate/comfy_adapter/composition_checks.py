@@ -103,7 +103,7 @@ def _core_sampler_wrapper(conditioning_key: str) -> Callable:
         guider = executor.class_obj
         patcher = getattr(guider, "model_patcher", None)
         options = getattr(guider, "model_options", None) or {}
-        ours = patcher is not None and conditioning_key in patcher.wrappers.get(WrappersMP.OUTER_SAMPLE, {})
+        ours = patcher is not None and bool(patcher.get_wrappers(WrappersMP.OUTER_SAMPLE, conditioning_key))
         if not ours:
             handler = options.get("context_handler")
             if handler is not None and not getattr(handler, "magicanimate_segments", False):

@@ -2,13 +2,14 @@
 
 ComfyUI's ``calc_cond_batch`` hands the whole evaluation to ``model_options["context_handler"]`` when the handler's
 ``should_use_context`` says so, calling ``execute(calc_cond_batch, model, conds, x_in, timestep, model_options)``.
-Those two methods are the whole contract (``comfy.context_windows.ContextHandlerABC``, unchanged since 0.3.75). The
-window loop itself is the pack's own: core's ``IndexListContextHandler`` changed its constructor, its window class
-and the signatures of the methods a subclass overrides several times in 2026, and newer versions add behaviour the
-reference does not have (an extra "anchor" frame before each window, per-step window shifts). MagicAnimate's loop is
-small and fixed (docs/ARCHITECTURE.md, "Segments"): cut the latents, timesteps and conds to the window's frames, run
-the window, add its prediction times the fuse weight into a per-frame sum, divide by the summed weights at the end.
-The averaging happens below CFG, exactly where the reference averages.
+Those two methods are the whole contract (``comfy.context_windows.ContextHandlerABC``, the same in 0.3.75 and 0.33).
+The window loop itself is the pack's own: between those versions core's ``IndexListContextHandler`` changed its
+constructor, its window class and the signatures of the methods a subclass overrides, and it gained behaviour the
+reference does not have (by default an extra "anchor" frame before each window; its step-dependent schedules also
+shift windows between steps, which MagicAnimate's fixed windows never do). MagicAnimate's loop is small and fixed
+(docs/ARCHITECTURE.md, "Segments"): cut the latents, timesteps and conds to the window's frames, run the window, add
+its prediction times the fuse weight into a per-frame sum, divide by the summed weights at the end. The averaging
+happens below CFG, exactly where the reference averages.
 """
 
 from __future__ import annotations
