@@ -154,11 +154,12 @@ def run_one(args, dtype, budget_gb: float) -> dict:
     from torch.utils._pytree import tree_leaves
     from torch.utils.flop_counter import FlopCounterMode
 
-    import magicanimate.comfy_adapter.conditioning as conditioning
-    from magicanimate.comfy_adapter.conditioning import Appearance, PoseCondition, apply_conditioning
+    import magicanimate.comfy_adapter.appearance as appearance_module
+    from magicanimate.comfy_adapter.conditioning import apply_conditioning
     from magicanimate.comfy_adapter.context import SegmentOptions
     from magicanimate.comfy_adapter.memory_estimate import window_memory_parts_for, window_memory_required
     from magicanimate.comfy_adapter.model_files import AppearanceEncoderModel, sd15_unet_config
+    from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
     from magicanimate.comfy_adapter.sampling import sample_video
     from magicanimate.comfy_adapter.temporal import apply_temporal
     from magicanimate.motion_module import MotionModule, MotionModuleSet
@@ -295,8 +296,8 @@ def run_one(args, dtype, budget_gb: float) -> dict:
                                               on_window=lambda: window_peaks.append(memory.peak))
             originals["cn"] = control_model.forward
             control_model.forward = attribute("controlnet", control_model.forward)
-            originals["enc"] = conditioning._run_encoder
-            conditioning._run_encoder = attribute("appearance_encoder", conditioning._run_encoder)
+            originals["enc"] = appearance_module.run_encoder
+            appearance_module.run_encoder = attribute("appearance_encoder", appearance_module.run_encoder)
             originals["mm"] = MotionModule.forward
             MotionModule.forward = attribute("motion_modules", MotionModule.forward)
             model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "fake_gpu_dry_run", unet_phase)
@@ -325,7 +326,7 @@ def run_one(args, dtype, budget_gb: float) -> dict:
         if "cn" in originals:
             control_model.forward = originals["cn"]
         if "enc" in originals:
-            conditioning._run_encoder = originals["enc"]
+            appearance_module.run_encoder = originals["enc"]
         if "mm" in originals:
             MotionModule.forward = originals["mm"]
     per_frame = {k: v / frames / args.steps for k, v in flops.items()}

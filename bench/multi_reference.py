@@ -86,7 +86,8 @@ def main() -> None:
 
     import comfy.model_management
 
-    from magicanimate.comfy_adapter.conditioning import Appearance, PoseCondition, apply_conditioning
+    from magicanimate.comfy_adapter.conditioning import apply_conditioning
+    from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
     from magicanimate.comfy_adapter.sampling import initial_noise, sample_video
     from magicanimate.windows import padded_length
 

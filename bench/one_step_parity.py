@@ -1,4 +1,4 @@
-"""One full-size MagicAnimate denoising step: this pack (ComfyUI) vs the independent oracle built from the spec.
+"""One full-size MagicAnimate denoising step: this pack (ComfyUI) vs the independent oracle (tests/oracle).
 
 Random full-size weights are written in the real file layouts (temporal_attention.ckpt, appearance_encoder/,
 densepose_controlnet/), loaded by the pack's real loaders into ComfyUI, and one reference-DDIM step (t 961 -> 921,
@@ -59,9 +59,10 @@ def main() -> None:
         write_temporal_checkpoint,
     )
 
-    from magicanimate.comfy_adapter.conditioning import Appearance, PoseCondition, apply_conditioning
+    from magicanimate.comfy_adapter.conditioning import apply_conditioning
     from magicanimate.comfy_adapter.loading import load_temporal_model
     from magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
+    from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
     from magicanimate.comfy_adapter.sampling import sample_video
     from magicanimate.schedule import alphas_cumprod, ddim_sigmas
 

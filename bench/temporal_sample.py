@@ -2,7 +2,7 @@
 
 Prints one JSON line per configuration: frames, size, steps, median seconds of --repeats runs after one warm-up,
 s/frame, peak GPU memory (GiB, torch.cuda.max_memory_allocated) and achieved TFLOP/s from the analytic FLOP count of
-the reference spec section 7 (denoiser 0.55 TMAC per frame-instance + 0.045 for reference attention on cond rows,
+docs/ARCHITECTURE.md, "Networks" (denoiser 0.55 TMAC per frame-instance + 0.045 for reference attention on cond rows,
 ControlNet 0.14 TMAC per frame, appearance encoder 0.40 TMAC per step, all at 512x512 and scaled by pixel count).
 
     python bench/temporal_sample.py --frames 16 32 48 96 --size 512 --steps 25 --repeats 3      # on the GPU machine
@@ -25,7 +25,7 @@ TMAC_DENOISER, TMAC_REFERENCE, TMAC_CONTROLNET, TMAC_ENCODER = 0.55, 0.045, 0.14
 
 
 def flops(frames: int, size: int, steps: int, windows: int, cfg: float) -> float:
-    """Analytic FLOPs (2 x MAC) of one run: spec section 7 figures scaled by (size / 512)^2."""
+    """Analytic FLOPs (2 x MAC) of one run: the "Networks" figures of docs/ARCHITECTURE.md scaled by (size / 512)^2."""
     scale = (size / 512) ** 2
     halves = 1 if cfg == 1.0 else 2
     denoise = windows * 16 * (halves * TMAC_DENOISER + TMAC_REFERENCE)
@@ -55,8 +55,9 @@ def main() -> None:
 
     import comfy.model_management
 
-    from magicanimate.comfy_adapter.conditioning import Appearance, PoseCondition, apply_conditioning
+    from magicanimate.comfy_adapter.conditioning import apply_conditioning
     from magicanimate.comfy_adapter.context import SegmentOptions
+    from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
     from magicanimate.comfy_adapter.sampling import initial_noise, sample_video
     from magicanimate.windows import padded_length
 

@@ -4,5 +4,5 @@ Everything directly inside this package is plain PyTorch. The one subpackage tha
 ``magicanimate.comfy_adapter``: it patches ComfyUI's own SD1.5 UNet, ControlNet and sampler with the math defined here.
 """
 
-__all__ = ["errors", "schedule", "windows", "noise", "motion_module", "reference_attention", "checkpoints", "frames",
-           "memory"]
+__all__ = ["errors", "schedule", "windows", "frame_cache", "rows", "noise", "motion_module", "reference_attention",
+           "checkpoints", "frames", "memory"]

@@ -1,8 +1,8 @@
-"""Reference ("appearance") attention for the conditional rows only (reference spec section 4).
+"""Reference ("appearance") attention for the conditional rows only (docs/ARCHITECTURE.md, "Denoiser structure").
 
 In the 10 mid/up transformer blocks, conditional rows attend to their own tokens plus the appearance encoder's
 ``norm1`` tokens of the same block; unconditional rows get plain self-attention. Keys and values of the reference
-tokens are projected once per block per step (spec section 6, item 9) and broadcast to every frame.
+tokens are projected once per block per step and broadcast to every frame.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["REFERENCE_BLOCKS", "AttentionFn", "chunk_rows", "reference_self_attention", "sdpa_attention"]
+from .rows import chunk_rows
+
+__all__ = ["REFERENCE_BLOCKS", "AttentionFn", "reference_self_attention", "sdpa_attention"]
 
 #: ComfyUI block keys ``(kind, block id, transformer index)`` of the 10 "midup" blocks, in the reference's pairing
 #: order (mid, then up_blocks.1..3 = ComfyUI output blocks 3..11).
@@ -28,18 +30,6 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int
     q_, k_, v_ = (t.reshape(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
     out = torch.nn.functional.scaled_dot_product_attention(q_, k_, v_)
     return out.transpose(1, 2).reshape(b, lq, inner)
-
-
-def chunk_rows(cond_or_uncond: Sequence[int], batch: int) -> list[tuple[int, slice]]:
-    """Split a batch into its cond/uncond chunks: ``[(0 for cond | 1 for uncond, rows), ...]`` in batch order.
-
-    ComfyUI concatenates equal-sized chunks in ``cond_or_uncond`` order; the order itself is never assumed.
-    """
-    n = len(cond_or_uncond)
-    if n == 0 or batch % n:
-        raise ValueError(f"batch {batch} is not a multiple of the {n} cond/uncond chunks")
-    f = batch // n
-    return [(int(c), slice(i * f, (i + 1) * f)) for i, c in enumerate(cond_or_uncond)]
 
 
 def reference_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_ref: torch.Tensor | None,

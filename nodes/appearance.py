@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..magicanimate.comfy_adapter.conditioning import Appearance
+from ..magicanimate.comfy_adapter.payloads import Appearance
 from ..magicanimate.errors import MagicAnimateError
 from ..magicanimate.frames import FIT_MODES, fit_images
 from .api import CATEGORY, AppearanceEncoderType, AppearanceType, io, search_aliases

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..magicanimate.comfy_adapter.composition_checks import warn_in_ui
-from ..magicanimate.comfy_adapter.conditioning import PoseCondition
+from ..magicanimate.comfy_adapter.payloads import PoseCondition
 from ..magicanimate.densepose import densepose_style_report
 from ..magicanimate.errors import MagicAnimateError
 from ..magicanimate.frames import FIT_MODES, to_rgb

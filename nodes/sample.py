@@ -2,65 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
-
-import comfy.model_management
 import comfy.samplers
-import comfy.utils
-import latent_preview
 import torch
 
-from ..magicanimate.comfy_adapter.composition_checks import check_temporal_sample
-from ..magicanimate.comfy_adapter.conditioning import apply_conditioning
+from ..magicanimate.comfy_adapter.animate import WindowProgress, animate
 from ..magicanimate.comfy_adapter.context import SegmentOptions
-from ..magicanimate.comfy_adapter.sampling import (
-    REFERENCE_SAMPLER,
-    initial_noise,
-    sample_video,
-    sampler_names,
-    video_sigmas,
-)
-from ..magicanimate.comfy_adapter.temporal import KEY as TEMPORAL_KEY
+from ..magicanimate.comfy_adapter.keys import TEMPORAL_INJECTIONS
+from ..magicanimate.comfy_adapter.payloads import Appearance
+from ..magicanimate.comfy_adapter.sampling import REFERENCE_SAMPLER, sampler_names
 from ..magicanimate.errors import MagicAnimateError
-from ..magicanimate.frames import fit_images
-from ..magicanimate.memory import check_run_fits
 from ..magicanimate.noise import NOISE_MODES
-from ..magicanimate.windows import padded_length
 from .api import CATEGORY, AppearanceType, PoseType, SegmentsType, io, search_aliases
 from .validation import check_widgets, refuse_invalid
 
 #: The reference DDIM's "leading" timesteps with steps_offset 1 reach t = steps for steps > 500, and the schedule has
 #: t = 0..999, so 999 is the most steps that work (as in diffusers' DDIMScheduler).
 MAX_STEPS = 999
-
-
-class _WindowProgress:
-    """One progress bar over steps x windows; a latent preview of the first frame after every step."""
-
-    def __init__(self, windows_per_step: int) -> None:
-        self.per_step = max(1, windows_per_step)
-        self.done = 0
-        self.total = self.per_step
-        self.bar = None
-        self.previewer = None
-
-    def start(self, steps: int, model) -> None:
-        self.total = max(1, steps) * self.per_step
-        self.bar = comfy.utils.ProgressBar(self.total)
-        self.previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
-
-    def window_done(self) -> None:
-        self.done = min(self.done + 1, self.total)
-        if self.bar is not None:
-            self.bar.update_absolute(self.done, self.total)
-
-    def step_done(self, step: int, x0, x, total_steps: int) -> None:
-        self.done = min((step + 1) * self.per_step, self.total)
-        preview = None
-        if self.previewer is not None:
-            preview = self.previewer.decode_latent_to_preview_image("JPEG", x0[:1])
-        if self.bar is not None:
-            self.bar.update_absolute(self.done, self.total, preview)
 
 
 def _context_dim(patcher) -> int | None:
@@ -74,7 +31,7 @@ def _check_inputs(model, appearance, positive, negative, steps: int) -> None:
     if int(steps) < 1:
         raise MagicAnimateError(f"TemporalSample: steps is {steps}; it must be at least 1 (the reference uses 25).")
     get_injections = getattr(model, "get_injections", None)
-    if not callable(get_injections) or not get_injections(TEMPORAL_KEY):
+    if not callable(get_injections) or not get_injections(TEMPORAL_INJECTIONS):
         raise MagicAnimateError("TemporalSample: the model input is not a MagicAnimate temporal MODEL (it has no "
                                 "motion modules). Connect the MODEL output of Load MagicAnimate, not a checkpoint "
                                 "loader's MODEL.")
@@ -98,6 +55,20 @@ def _check_inputs(model, appearance, positive, negative, steps: int) -> None:
                     f"{want}; it comes from another model family's text encoder (e.g. SDXL). Encode the prompt with "
                     "the CLIP of an SD1.5 checkpoint (CheckpointLoaderSimple -> CLIPTextEncode).")
 
+
+def _starting_latent(latent: dict | None, appearance: Appearance) -> torch.Tensor | None:
+    """The optional LATENT input's samples ``(N, 4, h, w)`` as float32, refused unless at the appearance's size."""
+    if latent is None:
+        return None
+    _, c, h, w = appearance.latent.shape
+    start = latent["samples"].to(torch.float32)
+    if start.ndim != 4 or start.shape[0] == 0 or start.shape[1] != c:
+        raise MagicAnimateError(f"TemporalSample: latent has shape {tuple(start.shape)}; it must be an SD1.5 "
+                                f"latent batch (N, {c}, {h}, {w}), e.g. from VAE Encode with an SD1.5 VAE.")
+    if start.shape[-2:] != (h, w):
+        raise MagicAnimateError(f"TemporalSample: latent is {start.shape[-1] * 8}x{start.shape[-2] * 8} but "
+                                f"the appearance is {w * 8}x{h * 8}; make them the same size.")
+    return start
 
 class TemporalSample(io.ComfyNode):
     @classmethod
@@ -164,48 +135,12 @@ class TemporalSample(io.ComfyNode):
                 noise=None) -> io.NodeOutput:
         refuse_invalid(cls, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
                        denoise=denoise, noise_mode=noise_mode)
-        segments = segments or SegmentOptions()
-        frames = int(pose.frames.shape[0])
-        if frames == 0:
+        if int(pose.frames.shape[0]) == 0:
             raise MagicAnimateError("TemporalSample: the pose input has no frames; connect MagicAnimate Pose Control "
                                     "fed with at least one DensePose frame.")
         _check_inputs(model, appearance, positive, negative, steps)
-        _, c, h, w = appearance.latent.shape
-        total = padded_length(frames, segments.length)  # edge-padded like the reference, cropped at the end
-        if latent is not None:
-            start = latent["samples"].to(torch.float32)
-            if start.ndim != 4 or start.shape[0] == 0 or start.shape[1] != c:
-                raise MagicAnimateError(f"TemporalSample: latent has shape {tuple(start.shape)}; it must be an SD1.5 "
-                                        f"latent batch (N, {c}, {h}, {w}), e.g. from VAE Encode with an SD1.5 VAE.")
-            if start.shape[-2:] != (h, w):
-                raise MagicAnimateError(f"TemporalSample: latent is {start.shape[-1] * 8}x{start.shape[-2] * 8} but "
-                                        f"the appearance is {w * 8}x{h * 8}; make them the same size.")
-        sigmas = video_sigmas(model, sampler_name, scheduler, steps, denoise)
-        if len(sigmas) < 2:
-            if latent is None:
-                raise MagicAnimateError(
-                    f"TemporalSample: denoise {denoise} with {steps} steps leaves no step to run, so the output would "
-                    "be an empty latent. Set denoise above 0 (1.0 animates from noise), or connect a latent to pass "
-                    "it through unchanged.")
-            # Like core KSampler: nothing to denoise, the latent passes through (one entry per pose frame).
-            return io.NodeOutput({"samples": torch.cat(
-                [start, start[-1:].expand(max(0, frames - start.shape[0]), -1, -1, -1)])[:frames].cpu()})
-        # Refuse up front (before any frame is resized) what cannot fit; otherwise windows run one after another.
-        check_run_fits(frames, total, w * 8, h * 8, pose_resized=tuple(pose.frames.shape[1:3]) != (h * 8, w * 8))
-        pose = dataclasses.replace(pose, frames=fit_images(pose.frames, w * 8, h * 8, pose.fit))
-        if latent is not None:
-            start = torch.cat([start, start[-1:].expand(max(0, total - start.shape[0]), -1, -1, -1)])[:total]
-        else:
-            start = torch.zeros(total, c, h, w)
-        if noise is not None:
-            eps = noise.generate_noise({"samples": start})
-        else:
-            eps = initial_noise(seed, start, noise_mode, period=segments.length)
-        check_temporal_sample(model, len(segments.windows(total)))  # core nodes on the MODEL: warn or refuse
-        progress = _WindowProgress(len(segments.windows(total)))
-        patched, _state = apply_conditioning(model, appearance, pose, segments, on_window=progress.window_done)
-        progress.start(len(sigmas) - 1, patched)
-        out = sample_video(patched, positive, negative, start, eps, seed, steps, cfg, sampler_name, scheduler, denoise,
-                           callback=progress.step_done, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
-                           sigmas=sigmas)
-        return io.NodeOutput({"samples": out[:frames].cpu()})
+        start = _starting_latent(latent, appearance)
+        run = animate(model, appearance, pose, positive, negative, seed=seed, steps=steps, cfg=cfg,
+                      sampler_name=sampler_name, scheduler=scheduler, denoise=denoise, noise_mode=noise_mode,
+                      segments=segments, latent=start, noise=noise, progress=WindowProgress())
+        return io.NodeOutput({"samples": run.latents})

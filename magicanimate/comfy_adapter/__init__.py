@@ -3,11 +3,16 @@
 See docs/ARCHITECTURE.md ("Where each concept lives") for the map. Modules:
 - ``loading``, ``model_files``: MagicAnimate's files into ComfyUI models (UNet, appearance encoder, ControlNet,
   motion modules); ``model_tree``: a MODEL of our own sharing a user's SD1.5 weights; ``motion_lora``: motion LoRAs.
-- ``temporal``: the temporal denoiser (motion modules, joint GroupNorm, the reference schedule) on a ``ModelPatcher``.
-- ``conditioning``: appearance (reference attention) and DensePose ControlNet conditioning; ``attention_chain``:
-  reference attention chained with other nodes' attention replaces.
+- ``temporal``: the temporal denoiser (motion modules, joint GroupNorm) on a ``ModelPatcher``; ``model_sampling``:
+  the reference schedule as ComfyUI model sampling.
+- ``conditioning``: installs the appearance and DensePose conditioning wrappers; ``conditioning_state``: their
+  per-run state; ``appearance``: the encoder's reference bank and reference attention; ``pose_residuals``: the
+  per-frame ControlNet residual cache; ``attention_chain``: reference attention chained with other nodes' replaces;
+  ``payloads``: the Appearance and PoseCondition data the nodes pass.
 - ``context``: the segment (context window) loop; ``core_control``: core ControlNets under those windows.
 - ``memory_estimate``: ComfyUI's memory estimate for the MagicAnimate MODEL; ``composition_checks``: what core nodes
   did to the MODEL, checked when a run starts.
-- ``sampling``: the reference schedule and the sampling entry point used by the TemporalSample node.
+- ``sampling``: sampler choice, sigmas, noise and ``sample_video``; ``animate``: one whole animation, the entry point
+  of Temporal Sample.
+- ``keys``: every wrapper, injection and option key; ``dtypes``: the dtype a network computes in.
 """

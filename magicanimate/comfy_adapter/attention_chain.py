@@ -21,10 +21,10 @@ import comfy.model_patcher
 import torch
 from comfy.patcher_extension import WrappersMP
 
-__all__ = ["install_reference_attention", "CHAIN_MARK"]
+from ..rows import chunk_rows
+from .keys import REFERENCE_ATTENTION, REFERENCE_ATTENTION_MARK
 
-#: Attribute set on our replace functions so a wrapper can tell them from other nodes' replaces.
-CHAIN_MARK = "_magicanimate_reference_attention"
+__all__ = ["install_reference_attention"]
 
 Replace = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, dict], torch.Tensor]
 
@@ -58,14 +58,12 @@ def _chained(ours: Replace, before: Replace | None, positive: _PositiveRows) -> 
         if 0 not in cu:
             return out
         out = out.clone()
-        per = q.shape[0] // len(cu)
-        for i, kind in enumerate(cu):
+        for kind, rows in chunk_rows(cu, q.shape[0]):
             if kind == 0:
-                rows = slice(i * per, (i + 1) * per)
                 out[rows] = ours(q[rows], k[rows], v[rows], {**extra, "cond_or_uncond": [0]}).to(out.dtype)
         return out
 
-    setattr(replace, CHAIN_MARK, True)
+    setattr(replace, REFERENCE_ATTENTION_MARK, True)
     return replace
 
 
@@ -90,7 +88,7 @@ def _per_call_wrapper(keys: list[tuple[str, int, int]], before: dict) -> Callabl
     def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
         attn1 = transformer_options.get("patches_replace", {}).get("attn1", {})
         dropped = [key for key in keys if key[:2] in attn1 and attn1[key[:2]] is not before.get(key)
-                   and getattr(attn1.get(key), CHAIN_MARK, False)]
+                   and getattr(attn1.get(key), REFERENCE_ATTENTION_MARK, False)]
         if dropped:
             # A (block, id) replace put in for this call only (e.g. PAG's perturbed pass): let it win, as core
             # would on a plain UNet, by removing ours from this call's options.
@@ -103,7 +101,7 @@ def _per_call_wrapper(keys: list[tuple[str, int, int]], before: dict) -> Callabl
 
 
 def install_reference_attention(model: comfy.model_patcher.ModelPatcher, replace: Replace,
-                                keys: list[tuple[str, int, int]], wrapper_key: str) -> dict:
+                                keys: list[tuple[str, int, int]]) -> dict:
     """Install ``replace`` on the ``(kind, block, index)`` self-attentions of ``model`` (in place; call on a clone).
 
     Returns ``{key: other node's replace}`` for the blocks where one was chained.
@@ -112,9 +110,9 @@ def install_reference_attention(model: comfy.model_patcher.ModelPatcher, replace
     positive = _PositiveRows()
     for key in keys:
         existing = _existing(model.model_options, key)
-        if existing is not None and not getattr(existing, CHAIN_MARK, False):
+        if existing is not None and not getattr(existing, REFERENCE_ATTENTION_MARK, False):
             before[key] = existing
         model.set_model_attn1_replace(_chained(replace, before.get(key), positive), *key)
-    model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, wrapper_key, _per_call_wrapper(list(keys), before))
-    model.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, wrapper_key, _outer_sample_wrapper(positive))
+    model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, REFERENCE_ATTENTION, _per_call_wrapper(list(keys), before))
+    model.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, REFERENCE_ATTENTION, _outer_sample_wrapper(positive))
     return before

@@ -3,8 +3,8 @@
 - A model-sampling patch (``ModelSamplingDiscrete`` & co. after Load MagicAnimate) that changes the linear-beta
   schedule: a warning (the user asked for it; the result is no longer the reference's).
 - A core context-window option (``Context Windows (Manual)``) on the MODEL: an error for Temporal Sample, which uses
-  its own segments and would ignore it; an error for core samplers, where core windows fail on frames-as-batch
-  (finding B1) deep inside core.
+  its own segments and would ignore it; an error for core samplers, where core windows fail deep inside core on a
+  MODEL whose frames are the batch.
 - The MODEL fed to a core sampler (KSampler, SamplerCustom...): a warning, since it then runs with motion modules only,
   without the appearance and the pose.
 - SelfAttentionGuidance with more than one window: an error (it keeps the attention of one UNet call and fails on a
@@ -24,6 +24,8 @@ import torch
 from comfy.patcher_extension import WrappersMP
 
 from ..errors import MagicAnimateError
+from .keys import CONDITIONING, CORE_SAMPLER_CHECK, SEGMENT_HANDLER_MARK
+from .model_sampling import make_model_sampling
 
 __all__ = ["warn_in_ui", "check_temporal_sample", "install_core_sampler_check", "schedule_replaced",
            "has_self_attention_guidance"]
@@ -47,8 +49,6 @@ def warn_in_ui(message: str) -> None:
 
 def schedule_replaced(model: comfy.model_patcher.ModelPatcher) -> tuple[float, float] | None:
     """``(our sigma max, its sigma max)`` when the MODEL's model sampling is no longer MagicAnimate's schedule."""
-    from .temporal import make_model_sampling  # temporal imports this module
-
     ms = model.get_model_object("model_sampling")
     ours = make_model_sampling()
     sigmas = getattr(ms, "sigmas", None)
@@ -84,7 +84,7 @@ def _context_error(node: str) -> MagicAnimateError:
 def check_temporal_sample(model: comfy.model_patcher.ModelPatcher, windows: int) -> None:
     """Checks Temporal Sample runs before sampling (``windows``: windows per step). Raises or warns."""
     handler = model.model_options.get("context_handler")
-    if handler is not None and not getattr(handler, "magicanimate_segments", False):
+    if handler is not None and not getattr(handler, SEGMENT_HANDLER_MARK, False):
         raise _context_error("TemporalSample")
     if windows > 1 and has_self_attention_guidance(model.model_options):
         raise MagicAnimateError(
@@ -98,15 +98,15 @@ def check_temporal_sample(model: comfy.model_patcher.ModelPatcher, windows: int)
                    "the video will differ from the reference. Remove that node to get the reference schedule.")
 
 
-def _core_sampler_wrapper(conditioning_key: str) -> Callable:
+def _core_sampler_wrapper() -> Callable:
     def wrapper(executor, *args, **kwargs):
         guider = executor.class_obj
         patcher = getattr(guider, "model_patcher", None)
         options = getattr(guider, "model_options", None) or {}
-        ours = patcher is not None and bool(patcher.get_wrappers(WrappersMP.OUTER_SAMPLE, conditioning_key))
+        ours = patcher is not None and bool(patcher.get_wrappers(WrappersMP.OUTER_SAMPLE, CONDITIONING))
         if not ours:
             handler = options.get("context_handler")
-            if handler is not None and not getattr(handler, "magicanimate_segments", False):
+            if handler is not None and not getattr(handler, SEGMENT_HANDLER_MARK, False):
                 raise _context_error("KSampler")
             warn_in_ui("A core sampler (KSampler, SamplerCustom...) is sampling the MagicAnimate MODEL: it runs with "
                        "the motion modules only, without the appearance and the pose. Use MagicAnimate Temporal "
@@ -116,6 +116,6 @@ def _core_sampler_wrapper(conditioning_key: str) -> Callable:
     return wrapper
 
 
-def install_core_sampler_check(model: comfy.model_patcher.ModelPatcher, key: str, conditioning_key: str) -> None:
-    """Warn (or refuse core context windows) when ``model`` is sampled by anything but Temporal Sample."""
-    model.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, key, _core_sampler_wrapper(conditioning_key))
+def install_core_sampler_check(model: comfy.model_patcher.ModelPatcher) -> None:
+    """Warn (or refuse core context windows) when ``model`` is sampled by anything but Temporal Sample (in place)."""
+    model.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, CORE_SAMPLER_CHECK, _core_sampler_wrapper())

@@ -2,8 +2,9 @@
 and each frame's output is computed once per model evaluation (one sampler step), not once per window holding it.
 
 Core ``ControlNet.get_control`` fits its hint to the batch with ``broadcast_image_to``, which takes the first frames:
-with context windows every window would be steered by hint frames ``0..L-1`` (integration finding B2). The segment
-handler instead puts in each window's conds a stand-in for the user's control chain:
+with context windows every window would be steered by hint frames ``0..L-1``. The segment handler instead puts in each
+window's conds a stand-in for the user's control chain (docs/ARCHITECTURE.md, "ControlNets applied through core
+nodes"):
 
 - ``WindowRowsControl`` (control chains of core types, see :func:`rows_are_independent`): core ``calc_cond_batch``
   calls ``get_control(x, t, cond, batched_number, transformer_options)`` with ``x`` = ``batched_number`` chunks
@@ -29,7 +30,7 @@ import numbers
 import comfy.controlnet
 import torch
 
-from ..windows import frame_counts
+from ..frame_cache import FrameCache
 
 __all__ = ["window_hint", "control_for_window", "resize_conds_controls", "rows_are_independent", "StepControls",
            "WindowRowsControl"]
@@ -46,7 +47,8 @@ _ROW_LOCAL_TYPES = (comfy.controlnet.ControlNet, comfy.controlnet.ControlLora, c
 def window_hint(hint: torch.Tensor, index_list: list[int]) -> torch.Tensor:
     """Frames ``index_list`` of a hint ``(T, C, H, W)``; frames past the hint's end repeat its last frame.
 
-    The last-frame padding is what MagicAnimate does to its own pose frames (spec 1.6).
+    The last-frame padding is what MagicAnimate does to its own pose frames (docs/ARCHITECTURE.md, "Padding,
+    cropping and windows").
     """
     last = hint.shape[0] - 1
     idx = torch.tensor([min(int(i), last) for i in index_list], dtype=torch.long, device=hint.device)
@@ -109,25 +111,21 @@ def control_for_window(control: comfy.controlnet.ControlBase, index_list: list[i
 class StepControls:
     """Core control state of one model evaluation (one ``SegmentHandler.execute``).
 
-    ``clones``: the per-window copies (:func:`control_for_window`); ``rows``: frame -> ``{(id(control), uuid): entry}``
-    where an entry is ``None`` (the chain is off at this timestep) or ``{"input"|"middle"|"output": [(1, C, h, w) or
-    None per level]}``; ``uses``: how many windows not yet done hold each frame (its rows are dropped at 0).
-    ``row_frames`` counts the frames that went through the chain, for tests and benchmarks.
+    ``clones``: the per-window copies (:func:`control_for_window`); ``rows``: a :class:`FrameCache` frame ->
+    ``{(id(control), uuid): entry}`` where an entry is ``None`` (the chain is off at this timestep) or
+    ``{"input"|"middle"|"output": [(1, C, h, w) or None per level]}``; a frame's rows are dropped once the last window
+    holding it is done. ``row_frames`` counts the frames that went through the chain, for tests and benchmarks.
     """
 
     def __init__(self, windows: list[list[int]] | None = None, num_frames: int = 0) -> None:
         self.clones: dict = {}
-        self.rows: dict[int, dict] = {}
+        self.rows = FrameCache(windows, num_frames)
         self.stand_ins: dict = {}
-        self.uses = frame_counts(windows, num_frames) if windows else []
         self.row_frames = 0
 
     def window_done(self, index_list: list[int]) -> None:
-        for i in set(int(i) for i in index_list):
-            if i < len(self.uses):
-                self.uses[i] -= 1
-                if self.uses[i] <= 0:
-                    self.rows.pop(i, None)
+        """The window ``index_list`` ran: drop the rows of frames no later window of this evaluation holds."""
+        self.rows.window_done(index_list)
 
 
 def _row_cond(cond: dict, batch: int, rows: torch.Tensor) -> dict | None:

@@ -24,27 +24,21 @@ import torch
 from comfy.patcher_extension import WrappersMP
 
 from ..window_memory import WindowMemory, window_memory_bytes, window_memory_parts
+from .dtypes import compute_dtype
+from .keys import WINDOW_MEMORY
 
-__all__ = ["OPTION", "install_memory_estimate", "update_memory_estimate", "window_memory_required",
-           "window_memory_parts_for"]
-
-#: ``model_options`` key holding the clone's :class:`WindowMemory`; also the wrappers' key.
-OPTION = "magicanimate_window_memory"
+__all__ = ["install_memory_estimate", "update_memory_estimate", "window_memory_required", "window_memory_parts_for"]
 
 
 def _dtype_bytes(dtype: torch.dtype | None) -> int:
     return (dtype or torch.float32).itemsize
 
 
-def _compute_dtype(base) -> torch.dtype:
-    return base.manual_cast_dtype or base.get_dtype()
-
-
 def _spec(model_options: dict | None, base) -> WindowMemory | None:
-    spec = (model_options or {}).get(OPTION)
+    spec = (model_options or {}).get(WINDOW_MEMORY)
     if spec is None:
         return None
-    return dataclasses.replace(spec, dtype_bytes=_dtype_bytes(_compute_dtype(base)))
+    return dataclasses.replace(spec, dtype_bytes=_dtype_bytes(compute_dtype(base)))
 
 
 def _window_frames(total: int, model_options: dict) -> int:
@@ -112,16 +106,16 @@ def _calc_cond_batch_wrapper(executor, model, conds, x_in, timestep, *args, **kw
 
 def install_memory_estimate(model: comfy.model_patcher.ModelPatcher, spec: WindowMemory) -> None:
     """Make ComfyUI estimate ``model``'s memory with ``spec`` (in place; call on a clone)."""
-    model.model_options[OPTION] = spec
+    model.model_options[WINDOW_MEMORY] = spec
     for kind, wrapper in ((WrappersMP.PREPARE_SAMPLING, _prepare_sampling_wrapper),
                           (WrappersMP.CALC_COND_BATCH, _calc_cond_batch_wrapper)):
-        model.remove_wrappers_with_key(kind, OPTION)
-        model.add_wrapper_with_key(kind, OPTION, wrapper)
+        model.remove_wrappers_with_key(kind, WINDOW_MEMORY)
+        model.add_wrapper_with_key(kind, WINDOW_MEMORY, wrapper)
 
 
 def update_memory_estimate(model: comfy.model_patcher.ModelPatcher, **changes) -> None:
     """Change fields of ``model``'s :class:`WindowMemory` (installing the default one first if it has none)."""
-    spec = model.model_options.get(OPTION) or WindowMemory(
+    spec = model.model_options.get(WINDOW_MEMORY) or WindowMemory(
         model_channels=int(model.model.diffusion_model.model_channels))
     install_memory_estimate(model, dataclasses.replace(spec, **changes))
 

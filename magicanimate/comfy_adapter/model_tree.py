@@ -21,6 +21,7 @@ import torch
 from comfy.patcher_extension import CallbacksMP
 
 from ..errors import MagicAnimateError
+from .keys import SHARED_WEIGHTS_CALLBACK
 
 __all__ = ["private_tree", "unload", "DYNAMIC_STATE"]
 
@@ -95,7 +96,7 @@ def private_tree(patcher: comfy.model_patcher.ModelPatcher) -> comfy.model_patch
     n.cached_hook_patches = {}
     n.is_injected = False
     shared = {k: p.data for k, p in model.named_parameters()}
-    n.add_callback_with_key(CallbacksMP.ON_DETACH, "magicanimate_shared_weights", _relink(shared))
+    n.add_callback_with_key(CallbacksMP.ON_DETACH, SHARED_WEIGHTS_CALLBACK, _relink(shared))
     return n
 
 

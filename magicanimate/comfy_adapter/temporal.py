@@ -5,8 +5,9 @@
   ``diffusion_model.motion_modules`` (keys ``diffusion_model.motion_modules.<checkpoint key>``), so ComfyUI loads,
   offloads and weight-patches them with it (LoRAs, merges, hooks); every SD1.5 UNet key stays as it was. The call
   is a per-instance ``forward`` override of the layer they follow, installed by a ``PatcherInjection``.
-- ResBlock GroupNorms and the output GroupNorm take statistics jointly over the frames of a window (spec 2.2).
-- ``model_sampling`` becomes the reference's linear-beta schedule.
+- ResBlock GroupNorms and the output GroupNorm take statistics jointly over the frames of a window
+  (docs/ARCHITECTURE.md, "Denoiser structure").
+- ``model_sampling`` becomes the reference's linear-beta schedule (:mod:`.model_sampling`).
 
 All overrides fall through to the original forward unless a MagicAnimate forward is running (``frames`` set by the
 DIFFUSION_MODEL wrapper), so a plain sampling run through the same UNet is never affected.
@@ -19,7 +20,6 @@ from collections.abc import Callable
 import comfy.context_windows
 import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_patcher
-import comfy.model_sampling
 import comfy.ops
 import torch
 from comfy.ldm.modules.attention import SpatialTransformer
@@ -27,42 +27,29 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 from comfy.patcher_extension import PatcherInjection, WrappersMP
 
 from ..motion_module import MotionModuleSet, placements
-from ..schedule import BETA_END, BETA_START, COMFY_BETA_SCHEDULE
+from ..rows import chunk_length
 from .composition_checks import install_core_sampler_check
 from .context import SegmentHandler, SegmentOptions
+from .dtypes import compute_dtype
+from .keys import FRAMES_WRAPPER, POSITIONS_WRAPPER, TEMPORAL_INJECTIONS
 from .memory_estimate import update_memory_estimate
+from .model_sampling import make_model_sampling
 from .model_tree import private_tree
 
-__all__ = ["TemporalState", "make_model_sampling", "apply_temporal", "motion_targets", "joint_norm_targets",
-           "chunk_frames", "joint_group_norm", "KEY", "MOTION_ATTR", "MOTION_PREFIX", "motion_modules_of"]
+__all__ = ["TemporalState", "apply_temporal", "motion_targets", "joint_norm_targets", "joint_group_norm",
+           "MOTION_ATTR", "MOTION_PREFIX", "motion_modules_of", "set_segments"]
 
-KEY = "magicanimate"
 #: The motion modules' attribute on ComfyUI's ``UNetModel`` and their state-dict prefix on the MODEL.
 MOTION_ATTR = "motion_modules"
 MOTION_PREFIX = f"diffusion_model.{MOTION_ATTR}."
 
 
-class _ModelSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
-    pass
-
-
-class _SamplingConfig:
-    sampling_settings = {"beta_schedule": COMFY_BETA_SCHEDULE, "linear_start": BETA_START, "linear_end": BETA_END}
-
-
-def make_model_sampling() -> comfy.model_sampling.ModelSamplingDiscrete:
-    """EPS model sampling on the reference's linear-beta table (ComfyUI's ``sqrt_linear``)."""
-    return _ModelSampling(_SamplingConfig())
-
-
-def chunk_frames(batch: int, transformer_options: dict) -> int:
-    """Frames per cond/uncond chunk: ``batch // len(cond_or_uncond)``."""
-    chunks = len(transformer_options.get("cond_or_uncond") or [0])
-    return batch // chunks
-
-
 class TemporalState:
-    """Frames of the window being denoised; ``None`` outside a MagicAnimate forward. Never deep-copied (G3)."""
+    """Frames of the window being denoised; ``None`` outside a MagicAnimate forward.
+
+    Never deep-copied: ``ModelPatcher.clone`` deep-copies ``model_options`` (docs/ARCHITECTURE.md, "How each stage
+    maps to ComfyUI").
+    """
 
     def __init__(self) -> None:
         self.frames: int | None = None
@@ -93,7 +80,7 @@ def joint_norm_targets(diffusion_model: torch.nn.Module) -> list[torch.nn.Module
 
 
 def joint_group_norm(norm: torch.nn.GroupNorm, x: torch.Tensor, frames: int) -> torch.Tensor:
-    """GroupNorm of ``x`` ``(chunks*f, C, h, w)`` with statistics over C/G x f x h x w per chunk (spec 2.2).
+    """GroupNorm of ``x`` ``(chunks*f, C, h, w)`` with statistics over C/G x f x h x w per chunk.
 
     Equal to ``norm`` applied to the 5D ``(chunks, C, f, h, w)`` tensor, as the reference does, without its two
     transposed copies: statistics are reduced over a view and ``y = x * scale + shift`` is written once, with
@@ -190,7 +177,7 @@ def _injection(state: TemporalState) -> PatcherInjection:
 def _frames_wrapper(state: TemporalState) -> Callable:
     def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
         previous = state.frames
-        state.frames = chunk_frames(x.shape[0], transformer_options)
+        state.frames = chunk_length(transformer_options.get("cond_or_uncond"), x.shape[0])
         try:
             return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
         finally:
@@ -205,8 +192,7 @@ def _positions_wrapper() -> Callable:
         # compute dtype (a no-op after the first step; the module has no parameters, so low-VRAM loading leaves
         # its table on the CPU).
         model = executor.class_obj.inner_model
-        dtype = model.manual_cast_dtype or model.get_dtype()
-        motion_modules_of(model.diffusion_model).prepare_positions(x.device, dtype)
+        motion_modules_of(model.diffusion_model).prepare_positions(x.device, compute_dtype(model))
         return executor(x, timestep, *args, **kwargs)
 
     return wrapper
@@ -239,10 +225,10 @@ def apply_temporal(model: comfy.model_patcher.ModelPatcher,
     setattr(m.model.diffusion_model, MOTION_ATTR, mm)
     m.size = 0  # the clone copied the size without the motion modules
     m.add_object_patch("model_sampling", make_model_sampling())
-    m.set_injections(KEY, [_injection(state)])
-    m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, KEY + "_frames", _frames_wrapper(state))
-    m.add_wrapper_with_key(WrappersMP.PREDICT_NOISE, KEY + "_positions", _positions_wrapper())
-    install_core_sampler_check(m, KEY + "_core_sampler_check", KEY + "_conditioning")
+    m.set_injections(TEMPORAL_INJECTIONS, [_injection(state)])
+    m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, FRAMES_WRAPPER, _frames_wrapper(state))
+    m.add_wrapper_with_key(WrappersMP.PREDICT_NOISE, POSITIONS_WRAPPER, _positions_wrapper())
+    install_core_sampler_check(m)
     update_memory_estimate(m, model_channels=int(dm.model_channels))  # a window's activations, not SD1.5's
     set_segments(m, segments or SegmentOptions())
     return m

@@ -2,7 +2,8 @@
 
 import torch
 
-from magicanimate.reference_attention import chunk_rows, reference_self_attention
+from magicanimate.reference_attention import reference_self_attention
+from magicanimate.rows import chunk_rows
 
 
 def plain(q, k, v, heads):

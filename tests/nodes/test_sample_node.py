@@ -11,9 +11,9 @@ import torch
 from fixtures.model_files import write_appearance_encoder, write_controlnet, write_temporal_checkpoint
 from pack_loader import pack_nodes
 
-from magicanimate.comfy_adapter.conditioning import Appearance
 from magicanimate.comfy_adapter.loading import load_temporal_model
 from magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
+from magicanimate.comfy_adapter.payloads import Appearance
 from magicanimate.densepose import viridis_curve
 
 CFG = dict(block_out_channels=(32, 64, 128, 128), cross_attention_dim=32)

@@ -65,7 +65,7 @@ def pose_of(nodes, models, frames, **kw):
 
 
 def appearance_latent(models, size=8, seed=0):
-    cls = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.conditioning"].Appearance
+    cls = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.payloads"].Appearance
     return cls(models[1], torch.randn(1, 4, size, size, generator=torch.Generator().manual_seed(seed)))
 
 
@@ -130,7 +130,7 @@ def test_rgba_and_grayscale_pose_frames_run(nodes, models):
 def test_zero_one_and_fifty_frames(nodes, models, bad_input_log):
     refused(bad_input_log, "zero pose frames (PoseControl)",
             lambda: pose_of(nodes, models, torch.zeros(0, 64, 64, 3)), "pose_frames is empty")
-    pose_cls = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.conditioning"].PoseCondition
+    pose_cls = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.payloads"].PoseCondition
     empty = pose_cls(control_net=models[2], frames=torch.zeros(0, 64, 64, 3))
     refused(bad_input_log, "zero pose frames (TemporalSample)",
             lambda: sample(nodes, models, appearance_latent(models), empty), "has no frames")
@@ -245,26 +245,17 @@ def test_10000_frames_that_cannot_fit_are_refused_up_front(nodes, models, monkey
             lambda: sample(nodes, models, huge, pose), "10000 frames at 4096x4096", "TB of RAM")
 
 
-def test_10000_frames_that_fit_are_streamed_window_by_window(nodes, models, monkeypatch, bad_input_log):
+def test_10000_frames_that_fit_are_streamed_window_by_window(nodes, models, bad_input_log):
     """At 64x64 the run fits: it starts at once and holds ControlNet residuals for at most two windows."""
     import comfy.model_management
     import comfy.utils
 
-    conditioning = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.conditioning"]
-    sample_mod = sys.modules[f"{PACK_NAME}.nodes.sample"]
-    states = []
-
-    def recording_apply(*args, **kwargs):
-        patched, state = conditioning.apply_conditioning(*args, **kwargs)
-        states.append(state)
-        return patched, state
-
-    monkeypatch.setattr(sample_mod, "apply_conditioning", recording_apply)
+    animate = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.animate"]
     windows, cached = [], []
 
     def hook(value, total, preview, node_id=None):
         windows.append((value, total))
-        cached.append(len(states[-1].control_cache))
+        cached.append(len(runs[-1].state.control_cache))
         if len(windows) == 4:
             comfy.model_management.interrupt_current_processing(True)
         comfy.model_management.throw_exception_if_processing_interrupted()
@@ -273,7 +264,7 @@ def test_10000_frames_that_fit_are_streamed_window_by_window(nodes, models, monk
     comfy.utils.set_progress_bar_global_hook(hook)
     started = time.monotonic()
     try:
-        with pytest.raises(comfy.model_management.InterruptProcessingException):
+        with pytest.raises(comfy.model_management.InterruptProcessingException), animate.recorded_runs() as runs:
             sample(nodes, models, appearance_latent(models), pose, cfg=1.0)
     finally:
         comfy.utils.set_progress_bar_global_hook(None)
@@ -281,7 +272,7 @@ def test_10000_frames_that_fit_are_streamed_window_by_window(nodes, models, monk
     elapsed = time.monotonic() - started
     assert windows[0] == (1, 834), windows        # 10,000 frames -> 834 windows of 16 frames every 12
     assert max(cached) <= 32, cached              # residuals of at most two windows' frames are alive
-    state = states[-1]
+    state = runs[-1].state
     assert state.hints is None and state.control_cache == {} and state.bank == {}
     bad_input_log("graph", "10,000-frame request at 64x64 (fits)",
                   f"runs: 834 windows one after another (first windows after {elapsed:.0f} s; interrupted by the test)",

@@ -110,18 +110,9 @@ PHASES = [("AppearanceEncode (VAE encode)", "raise"), ("appearance encoder (refe
 
 
 @pytest.mark.parametrize(("phase", "mode"), PHASES, ids=[f"{p}-{m}" for p, m in PHASES])
-def test_interrupt_leaves_no_state_and_the_next_runs_are_bit_identical(shared, phase, mode, monkeypatch):
+def test_interrupt_leaves_no_state_and_the_next_runs_are_bit_identical(shared, phase, mode):
     models = shared
-    conditioning = _mod("magicanimate.comfy_adapter.conditioning")
-    sample_mod = _mod("nodes.sample")
-    states = []
-
-    def recording_apply(*args, **kwargs):
-        patched, state = conditioning.apply_conditioning(*args, **kwargs)
-        states.append(state)
-        return patched, state
-
-    monkeypatch.setattr(sample_mod, "apply_conditioning", recording_apply)
+    animate = _mod("magicanimate.comfy_adapter.animate")
     calls = {"n": 0}
     # Sampling: the second UNet call (step 2), so the first step's caches exist when it stops.
     fire_on = 2 if phase == "sampling (temporal UNet)" else 1
@@ -139,19 +130,20 @@ def test_interrupt_leaves_no_state_and_the_next_runs_are_bit_identical(shared, p
     handle = _phase_module(models, phase).register_forward_hook(hook)
     comfy.utils.set_progress_bar_global_hook(server_progress_hook)
     try:
-        with pytest.raises(comfy.model_management.InterruptProcessingException):
+        with pytest.raises(comfy.model_management.InterruptProcessingException), animate.recorded_runs() as runs:
             models.animate()
     finally:
         handle.remove()
         comfy.utils.set_progress_bar_global_hook(None)
         comfy.model_management.interrupt_current_processing(False)
+    states = [run.state for run in runs]
     assert calls["n"] >= fire_on
     if mode == "flag":  # honoured within the step it was requested in (a window later at most)
         done = sum(s.stats["windows"] for s in states), sum(s.stats["encoder_runs"] for s in states)
         assert max(done) <= fire_on, done
     for state in states:   # per-run caches are dropped even though the run was cut short
-        assert state.bank == {} and state.kv == {} and state.control_cache == {} and state.control_uses == []
-        assert state.hints is None and state.cond_context is None and state.bank_t is None
+        assert state.bank == {} and state.kv == {} and state.control_cache == {} and state.control_cache.uses == []
+        assert state.hints is None and state.cond_context is None and state.step_sigma is None
     assert models.frames_state().frames is None
     states.clear()
     gc.collect()

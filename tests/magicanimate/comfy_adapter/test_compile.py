@@ -12,8 +12,9 @@ import torch
 from comfy_api.torch_helpers.torch_compile import set_torch_compile_wrapper
 from fixtures.model_files import TINY
 
-from magicanimate.comfy_adapter.conditioning import Appearance, PoseCondition, apply_conditioning
+from magicanimate.comfy_adapter.conditioning import apply_conditioning
 from magicanimate.comfy_adapter.context import SegmentOptions
+from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
 from magicanimate.comfy_adapter.sampling import sample_video
 from magicanimate.schedule import ddim_sigmas
 

@@ -10,8 +10,8 @@ import torch
 from fixtures.model_files import write_controlnet
 from pack_loader import pack_nodes
 
-from magicanimate.comfy_adapter.conditioning import Appearance
 from magicanimate.comfy_adapter.model_files import load_densepose_controlnet
+from magicanimate.comfy_adapter.payloads import Appearance
 
 SIZE = 32  # pixels; latent 4x4
 
@@ -65,7 +65,8 @@ def sample_without_node(tiny_models, frames: int, model, appearance: bool, size:
 
     128 pixels: the tiny UNet's middle block then has 2x2 tokens (with one token, self-attention is the identity).
     """
-    from magicanimate.comfy_adapter.conditioning import PoseCondition, apply_conditioning
+    from magicanimate.comfy_adapter.conditioning import apply_conditioning
+    from magicanimate.comfy_adapter.payloads import PoseCondition
     from magicanimate.comfy_adapter.sampling import initial_noise, sample_video
 
     _, encoder, control = tiny_models
@@ -327,7 +328,7 @@ def test_core_context_window_node_is_refused_by_temporal_sample_and_core_sampler
     assert type(error.value).__name__ == "MagicAnimateError"
     with pytest.raises(Exception, match="KSampler: a core context-window node") as error:
         ksampler(model, 20)
-    assert type(error.value).__name__ == "MagicAnimateError"  # not core's size-mismatch error (B1)
+    assert type(error.value).__name__ == "MagicAnimateError"  # not core's size-mismatch error
 
 
 def test_core_ksampler_on_the_magicanimate_model_warns_in_the_ui(tiny_models, ui):

@@ -13,9 +13,10 @@ import inspect
 import torch
 from comfy.patcher_extension import WrappersMP
 
-from magicanimate.comfy_adapter.conditioning import Appearance, PoseCondition, apply_conditioning
+from magicanimate.comfy_adapter.conditioning import apply_conditioning
 from magicanimate.comfy_adapter.context import SegmentOptions
-from magicanimate.comfy_adapter.memory_estimate import OPTION
+from magicanimate.comfy_adapter.keys import WINDOW_MEMORY as OPTION
+from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
 
 
 def _patched(tiny_models):

@@ -13,8 +13,9 @@ from comfy.patcher_extension import WrappersMP
 from fixtures.model_files import TINY, load_oracle_appearance_encoder, load_oracle_controlnet, load_oracle_unet
 from oracle.unet3d import oracle_alphas_cumprod, oracle_step, oracle_windows
 
-from magicanimate.comfy_adapter.conditioning import Appearance, PoseCondition, apply_conditioning
+from magicanimate.comfy_adapter.conditioning import apply_conditioning
 from magicanimate.comfy_adapter.context import SegmentOptions
+from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
 from magicanimate.comfy_adapter.sampling import sample_video
 from magicanimate.schedule import alphas_cumprod, ddim_sigmas
 
@@ -101,7 +102,8 @@ def test_reference_changes_cond_rows_only_uncond_rows_bit_identical(tiny_models)
 
 @torch.no_grad()
 def test_appearance_bank_equals_oracle_encoder(tiny_files, tiny_models):
-    from magicanimate.comfy_adapter.conditioning import ConditioningState, _attn1_modules, _run_encoder
+    from magicanimate.comfy_adapter.appearance import attn1_modules, run_encoder
+    from magicanimate.comfy_adapter.conditioning_state import ConditioningState
     from magicanimate.reference_attention import REFERENCE_BLOCKS
 
     temporal, encoder, _ = tiny_models
@@ -110,8 +112,8 @@ def test_appearance_bank_equals_oracle_encoder(tiny_files, tiny_models):
     text = torch.randn(1, 77, TINY["cross_attention_dim"])
     comfy.model_management.load_models_gpu([encoder.patcher])
     state = ConditioningState(Appearance(encoder, ref / SCALE), None, SegmentOptions(),
-                              _attn1_modules(temporal.model.model.diffusion_model))
-    _run_encoder(state, torch.tensor([961.0]), text)
+                              attn1_modules(temporal.model.model.diffusion_model))
+    run_encoder(state, torch.tensor([961.0]), text)
     expect = load_oracle_appearance_encoder(tiny_files.appearance)(ref, 961, text)
     for k, key in enumerate(REFERENCE_BLOCKS):
         torch.testing.assert_close(state.bank[key][0], expect[k], atol=1e-5, rtol=1e-5)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from magicanimate.comfy_adapter.conditioning import _runs, _take, _window_control
+from magicanimate.comfy_adapter.pose_residuals import _runs, _take, residuals_for_batch
 from magicanimate.comfy_adapter.temporal import joint_group_norm
 from magicanimate.motion_module import MotionModuleSet
 
@@ -64,12 +64,12 @@ def test_window_slices_and_residuals_need_no_index_tensor_and_no_repeat():
     class _S:
         window_control = {"output": [frames], "middle": [[f[:, :, :2, :2].clone() for f in frames]]}
 
-    one = _window_control(_S, 1)
+    one = residuals_for_batch(_S, 1)
     assert torch.equal(one["output"][0], torch.cat(frames))      # one concatenation of the cached frames
-    two = _window_control(_S, 2)
+    two = residuals_for_batch(_S, 2)
     assert torch.equal(two["middle"][0], torch.cat(_S.window_control["middle"][0] * 2))
 
     class _One:
         window_control = {"output": [frames[:1]], "middle": [frames[1:2]]}
 
-    assert _window_control(_One, 1)["output"][0] is frames[0]   # one frame, one chunk: the cached tensor itself
+    assert residuals_for_batch(_One, 1)["output"][0] is frames[0]   # one frame, one chunk: the cached tensor itself

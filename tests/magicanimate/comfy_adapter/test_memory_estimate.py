@@ -8,9 +8,11 @@ import torch
 from comfy.patcher_extension import WrappersMP
 from fixtures.model_files import TINY
 
-from magicanimate.comfy_adapter.conditioning import Appearance, PoseCondition, _run_encoder, apply_conditioning
+from magicanimate.comfy_adapter.appearance import run_encoder
+from magicanimate.comfy_adapter.conditioning import apply_conditioning
 from magicanimate.comfy_adapter.context import SegmentOptions
-from magicanimate.comfy_adapter.memory_estimate import OPTION
+from magicanimate.comfy_adapter.keys import WINDOW_MEMORY as OPTION
+from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
 from magicanimate.window_memory import REFERENCE_WIDTHS, RESIDUAL_WIDTHS, WindowMemory, window_memory_bytes
 
 H = W = 8  # latent size
@@ -33,7 +35,7 @@ def test_residual_and_reference_widths_are_the_networks_real_sizes(tiny_models):
              context=torch.randn(1, 77, TINY["cross_attention_dim"]))
     values = sum(t.numel() for name in ("output", "middle") for t in out[name])
     assert values == RESIDUAL_WIDTHS * c0 * H * W
-    _run_encoder(state, torch.tensor([500.0]), torch.randn(1, 77, TINY["cross_attention_dim"]))
+    run_encoder(state, torch.tensor([500.0]), torch.randn(1, 77, TINY["cross_attention_dim"]))
     assert sum(t.numel() for t in state.bank.values()) == 2 * REFERENCE_WIDTHS * c0 * H * W
 
 

@@ -7,16 +7,12 @@ import comfy.model_management
 import torch
 from fixtures.model_files import TINY
 
-from magicanimate.comfy_adapter import conditioning
-from magicanimate.comfy_adapter.conditioning import (
-    Appearance,
-    ConditioningState,
-    PoseCondition,
-    _attn1_modules,
-    _run_encoder,
-    apply_conditioning,
-)
+from magicanimate.comfy_adapter import appearance
+from magicanimate.comfy_adapter.appearance import attn1_modules, run_encoder
+from magicanimate.comfy_adapter.conditioning import apply_conditioning
+from magicanimate.comfy_adapter.conditioning_state import ConditioningState
 from magicanimate.comfy_adapter.context import SegmentOptions
+from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
 from magicanimate.comfy_adapter.sampling import sample_video
 from magicanimate.reference_attention import REFERENCE_BLOCKS
 from magicanimate.schedule import ddim_sigmas
@@ -29,8 +25,8 @@ H = W = 8
 def _bank(temporal, encoder, latent, text, t=961.0):
     comfy.model_management.load_models_gpu([encoder.patcher])
     state = ConditioningState(Appearance(encoder, latent), None, SegmentOptions(),
-                              _attn1_modules(temporal.model.model.diffusion_model))
-    _run_encoder(state, torch.tensor([t]), text)
+                              attn1_modules(temporal.model.model.diffusion_model))
+    run_encoder(state, torch.tensor([t]), text)
     return state.bank
 
 
@@ -48,7 +44,7 @@ def _single_image_encoder(state, t, context):
             bank[key] = n.detach()
         return n, context_attn1, value_attn1
 
-    bank[REFERENCE_BLOCKS[-1]] = conditioning._encoder_features(
+    bank[REFERENCE_BLOCKS[-1]] = appearance.encoder_features(
         dm, latent.to(dtype), t[:1].to(torch.float32), context.to(device=t.device, dtype=dtype), capture).detach()
     state.bank, state.kv = bank, {}
     state.stats["encoder_runs"] += 1
@@ -94,8 +90,8 @@ def test_one_image_gives_bit_identical_latents_to_the_single_reference_path(tiny
     neg = [[torch.randn(1, 77, TINY["cross_attention_dim"]), {}]]
     noise = torch.randn(frames, 4, H, W)
     outs = []
-    for encoder_fn in (conditioning._run_encoder, _single_image_encoder):
-        monkeypatch.setattr(conditioning, "_run_encoder", encoder_fn)
+    for encoder_fn in (appearance.run_encoder, _single_image_encoder):
+        monkeypatch.setattr(appearance, "run_encoder", encoder_fn)
         m, _ = apply_conditioning(temporal.model, Appearance(encoder, ref), PoseCondition(control, poses))
         outs.append(sample_video(m, text, neg, torch.zeros(frames, 4, H, W), noise, 0, 25, 7.5,
                                  sigmas=ddim_sigmas(25)[:3]))

@@ -21,7 +21,7 @@ import pytest
 import torch
 from pack_loader import pack_nodes
 
-from magicanimate.comfy_adapter.conditioning import Appearance
+from magicanimate.comfy_adapter.payloads import Appearance
 
 REPO = Path(__file__).resolve().parents[3]
 OUT_ENV = "MAGICANIMATE_PARITY_OUT"

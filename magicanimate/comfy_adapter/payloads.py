@@ -1,0 +1,33 @@
+"""What the Appearance Encode and Pose Control nodes hand to Temporal Sample (plain data, no behaviour)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import comfy.controlnet
+import torch
+
+from .model_files import AppearanceEncoderModel
+
+__all__ = ["Appearance", "PoseCondition"]
+
+
+@dataclass
+class Appearance:
+    """The AppearanceEncode node's output: encoder + reference latents ``(K, 4, h, w)``, K = 1..4 reference images
+    of the same person (unscaled VAE space)."""
+
+    encoder: AppearanceEncoderModel
+    latent: torch.Tensor
+
+
+@dataclass
+class PoseCondition:
+    """The PoseControl node's output: a ControlNet and its pose frames ``(T, H, W, 3)`` in [0, 1]."""
+
+    control_net: comfy.controlnet.ControlNet
+    frames: torch.Tensor
+    strength: float = 1.0
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    fit: str = "stretch"
