@@ -180,4 +180,3 @@ class SegmentHandler(cw.ContextHandlerABC):
 
 
 setattr(SegmentHandler, SEGMENT_HANDLER_MARK, True)  # what composition_checks looks for
-
