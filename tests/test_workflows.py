@@ -121,7 +121,8 @@ def _frontend_lod_threshold() -> float:
 
     assets = Path(comfyui_frontend_package.__file__).parent / "static" / "assets"
     text = "".join(p.read_text(encoding="utf-8", errors="replace") for p in assets.glob("*.js"))
-    font = re.search(r'id:"LiteGraph\.Canvas\.MinFontSizeForLOD",name:.{0,1000}?defaultValue:(\d+(?:\.\d+)?)', text)
+    font = re.search(r'id:["`]LiteGraph\.Canvas\.MinFontSizeForLOD["`],name:.{0,1000}?defaultValue:(\d+(?:\.\d+)?)',
+                     text)
     size = re.search(r"NODE_TEXT_SIZE=(\d+)", text)
     assert font and size, "the frontend's LOD setting or NODE_TEXT_SIZE was not found in its JS"
     return float(font.group(1)) / float(size.group(1))
@@ -146,26 +147,34 @@ def test_ui_workflow_opens_readable_with_nothing_hidden(graph):
 
 @pytest.mark.parametrize("class_type", sorted(set(bw.NODE_SPECS) - set(EXTERNAL)))
 def test_node_table_matches_real_node(comfy_nodes, class_type):
+    """The table the templates are built from holds on the running ComfyUI. A newer core may add optional inputs after
+    the table's, make a required input optional, append outputs (links use slot indices), mark the node deprecated in
+    its display name, or make a combo a dynamic combo; everything else the table declares must still hold."""
     spec = bw.NODE_SPECS[class_type]
     info = _node_info(comfy_nodes.NODE_CLASS_MAPPINGS[class_type])
-    assert spec.display_name == info["display_name"]
+    assert info["display_name"] in (spec.display_name, f"{spec.display_name} (DEPRECATED)")
     order = info["order"].get("required", []) + info["order"].get("optional", [])
-    assert [i.name for i in spec.inputs] == order  # frontend order: required then optional, each as declared
+    names = [i.name for i in spec.inputs]
+    assert order[:len(names)] == names  # frontend order: required then optional, each as declared
+    assert all(extra in info["input"].get("optional", {}) for extra in order[len(names):]), order
     for inp in spec.inputs:
         section = "optional" if inp.name in info["input"].get("optional", {}) else "required"
-        assert inp.optional == (section == "optional"), inp.name
+        assert not inp.optional or section == "optional", inp.name  # required in the table may have become optional
         entry = info["input"][section][inp.name]
         type_, opts = entry[0], (entry[1] if len(entry) > 1 else {})
-        type_ = "COMBO" if isinstance(type_, list) else type_
+        type_ = "COMBO" if isinstance(type_, list) or "DYNAMICCOMBO" in str(type_).upper() else type_
         is_widget = type_ in WIDGET_TYPES and not opts.get("forceInput")
         assert inp.widget == is_widget, inp.name
         assert inp.type == type_, inp.name
         assert inp.control == bool(opts.get("control_after_generate")), inp.name
         assert inp.upload == bool(opts.get("image_upload") or opts.get("video_upload")), inp.name
-        if inp.default is not None:
+        dynamic = [o.get("key") for o in opts.get("options", []) if isinstance(o, dict)]
+        if inp.default is not None and dynamic and "default" not in opts:  # a dynamic combo: its first option
+            assert inp.default == dynamic[0], (inp.name, dynamic)
+        elif inp.default is not None:
             assert inp.default == opts.get("default"), inp.name
-    assert [t for _, t in spec.outputs] == info["output"]
-    assert [n for n, _ in spec.outputs] == info["output_name"]
+    assert info["output"][:len(spec.outputs)] == [t for _, t in spec.outputs]
+    assert info["output_name"][:len(spec.outputs)] == [n for n, _ in spec.outputs]
 
 
 @pytest.mark.parametrize("graph", GRAPHS)
