@@ -12,7 +12,10 @@ import os
 import pickle
 import re
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -79,195 +82,183 @@ def _copy_folder(src: Path, dst: Path) -> Path:
     return dst
 
 
-def make_bad(kind: str, root: Path, files, marker: Path) -> tuple[str, Path]:
-    """(loader slot, path) of the bad entry ``kind`` written under ``root``."""
-    if kind == "pickle_that_runs_code.ckpt":
-        path = root / "temporal_pwn.ckpt"
-        with open(path, "wb") as fh:
-            pickle.dump({"state_dict": {"conv_in.weight": _Pwn(marker)}}, fh, protocol=2)
-        return "temporal", path
-    if kind == "torch.save zip whose pickle runs code":
-        path = root / "temporal_pwn_zip.pt"
-        torch.save({"conv_in.weight": torch.zeros(1), "payload": _Pwn(marker)}, path)
-        return "temporal", path
-    if kind == "appearance_encoder/*.bin whose pickle runs code":
-        folder = root / "appearance_encoder_pwn"
-        folder.mkdir()
-        shutil.copy2(files.appearance / "config.json", folder / "config.json")
-        torch.save({"conv_in.weight": _Pwn(marker)}, folder / "diffusion_pytorch_model.bin")
-        return "appearance", folder
-    if kind == "zero-byte .safetensors (temporal)":
-        path = root / "temporal_empty.safetensors"
-        path.write_bytes(b"")
-        return "temporal", path
-    if kind == "truncated .safetensors (temporal, half the file)":
-        good = root / "good_temporal.safetensors"
-        write_temporal_checkpoint(good, TINY32, seed=0, fmt="safetensors")
-        path = root / "temporal_truncated.safetensors"
-        data = good.read_bytes()
-        path.write_bytes(data[: len(data) // 2])
-        good.unlink()
-        return "temporal", path
-    if kind == "truncated .safetensors (appearance encoder, header only)":
-        folder = _copy_folder(files.appearance, root / "appearance_encoder_truncated")
-        weights = folder / "diffusion_pytorch_model.safetensors"
-        weights.write_bytes(weights.read_bytes()[:4096])
-        return "appearance", folder
-    if kind == "zero-byte .safetensors (DensePose ControlNet)":
-        folder = _copy_folder(files.controlnet, root / "densepose_controlnet_empty")
-        (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"")
-        return "controlnet", folder
-    if kind == ".safetensors with a hostile header length (2^60 bytes)":
-        path = root / "temporal_header_bomb.safetensors"
-        path.write_bytes((2 ** 60).to_bytes(8, "little") + b"{}" + b" " * 6)
-        return "temporal", path
-    if kind == "truncated .ckpt (zip cut in half)":
-        good = root / "good_temporal.ckpt"
-        write_temporal_checkpoint(good, TINY32, seed=0)
-        path = root / "temporal_truncated.ckpt"
-        data = good.read_bytes()
-        path.write_bytes(data[: len(data) // 2])
-        good.unlink()
-        return "temporal", path
-    if kind == "text file renamed .ckpt":
-        path = root / "temporal_text.ckpt"
-        path.write_text("<html>404 Not Found</html>\n")
-        return "temporal", path
-    if kind == "SDXL UNet as temporal checkpoint":
-        path = root / "sdxl_unet.safetensors"
-        save_file(_sdxl_unet_sd(), str(path))
-        return "temporal", path
-    if kind == "SDXL UNet as appearance encoder":
-        folder = root / "appearance_encoder_sdxl"
-        folder.mkdir()
-        shutil.copy2(files.appearance / "config.json", folder / "config.json")
-        save_file(_sdxl_unet_sd(), str(folder / "diffusion_pytorch_model.safetensors"))
-        return "appearance", folder
-    if kind == "SDXL UNet as DensePose ControlNet":
-        folder = root / "densepose_controlnet_sdxl"
-        folder.mkdir()
-        shutil.copy2(files.controlnet / "config.json", folder / "config.json")
-        save_file(_sdxl_unet_sd(), str(folder / "diffusion_pytorch_model.safetensors"))
-        return "controlnet", folder
-    if kind == "SD1.5 LoRA as temporal checkpoint":
-        path = root / "my_style_lora.safetensors"
-        save_file(_sd15_lora_sd(), str(path))
-        return "temporal", path
-    if kind == "SD1.5 LoRA as appearance encoder":
-        folder = root / "appearance_encoder_lora"
-        folder.mkdir()
-        shutil.copy2(files.appearance / "config.json", folder / "config.json")
-        save_file(_sd15_lora_sd(), str(folder / "diffusion_pytorch_model.safetensors"))
-        return "appearance", folder
-    if kind == "SD1.5 LoRA as DensePose ControlNet":
-        folder = root / "densepose_controlnet_lora"
-        folder.mkdir()
-        shutil.copy2(files.controlnet / "config.json", folder / "config.json")
-        save_file(_sd15_lora_sd(), str(folder / "diffusion_pytorch_model.safetensors"))
-        return "controlnet", folder
-    if kind == "random tensor file as temporal checkpoint":
-        path = root / "random_tensors.safetensors"
-        save_file({"weight": torch.randn(64, 64), "bias": torch.randn(64)}, str(path))
-        return "temporal", path
-    if kind == "random tensor file as appearance encoder":
-        folder = root / "appearance_encoder_random"
-        folder.mkdir()
-        shutil.copy2(files.appearance / "config.json", folder / "config.json")
-        save_file({"weight": torch.randn(64, 64)}, str(folder / "diffusion_pytorch_model.safetensors"))
-        return "appearance", folder
-    if kind == "random tensor file as DensePose ControlNet":
-        folder = root / "densepose_controlnet_random"
-        folder.mkdir()
-        shutil.copy2(files.controlnet / "config.json", folder / "config.json")
-        save_file({"weight": torch.randn(64, 64)}, str(folder / "diffusion_pytorch_model.safetensors"))
-        return "controlnet", folder
-    if kind == "motion-module file with missing keys":
-        sd = torch.load(files.motion_only, weights_only=True)
-        for key in sorted(sd)[:10]:
-            del sd[key]
-        path = root / "mm_partial.ckpt"
-        torch.save(sd, path)
-        return "temporal", path
-    if kind == "motion-module-only file, no MODEL connected":
-        path = root / "mm_only.ckpt"
-        shutil.copy2(files.motion_only, path)
-        return "temporal", path
-    if kind == "appearance encoder folder without config.json":
-        folder = _copy_folder(files.appearance, root / "appearance_encoder_no_config")
-        (folder / "config.json").unlink()
-        return "appearance", folder
-    if kind == "appearance encoder config.json that is not JSON":
-        folder = _copy_folder(files.appearance, root / "appearance_encoder_bad_json")
-        (folder / "config.json").write_text("{ this is not json")
-        return "appearance", folder
-    if kind == "appearance encoder folder given the ControlNet":
-        return "appearance", _copy_folder(files.controlnet, root / "appearance_encoder_is_controlnet")
-    if kind == "ControlNet folder given the appearance encoder":
-        return "controlnet", _copy_folder(files.appearance, root / "densepose_controlnet_is_encoder")
-    if kind == "appearance encoder file given as temporal checkpoint":
-        path = root / "appearance_as_temporal.safetensors"
-        shutil.copy2(files.appearance / "diffusion_pytorch_model.safetensors", path)
-        return "temporal", path
-    raise AssertionError(kind)
+# Writers: each takes (root, files, marker) and returns the path the user would pick in the loader.
+Writer = Callable[[Path, Any, Path], Path]
 
+
+def _pickle_that_runs_code(root: Path, files, marker: Path) -> Path:
+    path = root / "temporal_pwn.ckpt"
+    with open(path, "wb") as fh:
+        pickle.dump({"state_dict": {"conv_in.weight": _Pwn(marker)}}, fh, protocol=2)
+    return path
+
+
+def _zip_pickle_that_runs_code(root: Path, files, marker: Path) -> Path:
+    path = root / "temporal_pwn_zip.pt"
+    torch.save({"conv_in.weight": torch.zeros(1), "payload": _Pwn(marker)}, path)
+    return path
+
+
+def _encoder_bin_that_runs_code(root: Path, files, marker: Path) -> Path:
+    folder = root / "appearance_encoder_pwn"
+    folder.mkdir()
+    shutil.copy2(files.appearance / "config.json", folder / "config.json")
+    torch.save({"conv_in.weight": _Pwn(marker)}, folder / "diffusion_pytorch_model.bin")
+    return folder
+
+
+def _file_with(name: str, data: Callable[[], bytes]) -> Writer:
+    """A single file ``name`` holding ``data()``."""
+    def write(root: Path, files, marker: Path) -> Path:
+        (root / name).write_bytes(data())
+        return root / name
+    return write
+
+
+def _temporal_cut_in_half(name: str, fmt: str) -> Writer:
+    """A good tiny temporal checkpoint in format ``fmt``, cut to its first half."""
+    def write(root: Path, files, marker: Path) -> Path:
+        good = root / f"good_{name}"
+        write_temporal_checkpoint(good, TINY32, seed=0, **({"fmt": fmt} if fmt != "ckpt" else {}))
+        data = good.read_bytes()
+        good.unlink()
+        (root / name).write_bytes(data[: len(data) // 2])
+        return root / name
+    return write
+
+
+def _network_folder(slot: str, name: str, change: Callable[[Path], None]) -> Writer:
+    """A copy of the good ``slot`` folder ("appearance" or "controlnet") named ``name``, then ``change(folder)``."""
+    def write(root: Path, files, marker: Path) -> Path:
+        folder = _copy_folder(getattr(files, slot), root / name)
+        change(folder)
+        return folder
+    return write
+
+
+def _weights_in_folder(slot: str, name: str, state_dict: Callable[[], dict]) -> Writer:
+    """The good ``slot`` folder's config.json beside ``state_dict()`` as its weights."""
+    def write(root: Path, files, marker: Path) -> Path:
+        folder = root / name
+        folder.mkdir()
+        shutil.copy2(getattr(files, slot) / "config.json", folder / "config.json")
+        save_file(state_dict(), str(folder / "diffusion_pytorch_model.safetensors"))
+        return folder
+    return write
+
+
+def _weights_file(name: str, state_dict: Callable[[], dict]) -> Writer:
+    def write(root: Path, files, marker: Path) -> Path:
+        save_file(state_dict(), str(root / name))
+        return root / name
+    return write
+
+
+def _motion_modules_missing_ten(root: Path, files, marker: Path) -> Path:
+    sd = torch.load(files.motion_only, weights_only=True)
+    for key in sorted(sd)[:10]:
+        del sd[key]
+    torch.save(sd, root / "mm_partial.ckpt")
+    return root / "mm_partial.ckpt"
+
+
+def _copied_file(name: str, source: Callable[[Any], Path]) -> Writer:
+    def write(root: Path, files, marker: Path) -> Path:
+        shutil.copy2(source(files), root / name)
+        return root / name
+    return write
+
+
+def _cut_weights(folder: Path, keep: int) -> None:
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:keep])
+
+
+def _random_tensors() -> dict[str, torch.Tensor]:
+    return {"weight": torch.randn(64, 64), "bias": torch.randn(64)}
+
+
+def _random_tensor() -> dict[str, torch.Tensor]:
+    return {"weight": torch.randn(64, 64)}
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """One bad entry: which loader input gets it, how it is written, a phrase the refusal must contain."""
+
+    kind: str
+    slot: str  # "temporal", "appearance" or "controlnet"
+    write: Writer
+    expected: str
+
+
+_HEADER_BOMB = (2 ** 60).to_bytes(8, "little") + b"{}" + b" " * 6
+_SDXL, _LORA = "SDXL", "LoRA"
 
 BAD_FILES = [
-    "pickle_that_runs_code.ckpt",
-    "torch.save zip whose pickle runs code",
-    "appearance_encoder/*.bin whose pickle runs code",
-    "zero-byte .safetensors (temporal)",
-    "truncated .safetensors (temporal, half the file)",
-    "truncated .safetensors (appearance encoder, header only)",
-    "zero-byte .safetensors (DensePose ControlNet)",
-    ".safetensors with a hostile header length (2^60 bytes)",
-    "truncated .ckpt (zip cut in half)",
-    "text file renamed .ckpt",
-    "SDXL UNet as temporal checkpoint",
-    "SDXL UNet as appearance encoder",
-    "SDXL UNet as DensePose ControlNet",
-    "SD1.5 LoRA as temporal checkpoint",
-    "SD1.5 LoRA as appearance encoder",
-    "SD1.5 LoRA as DensePose ControlNet",
-    "random tensor file as temporal checkpoint",
-    "random tensor file as appearance encoder",
-    "random tensor file as DensePose ControlNet",
-    "motion-module file with missing keys",
-    "motion-module-only file, no MODEL connected",
-    "appearance encoder folder without config.json",
-    "appearance encoder config.json that is not JSON",
-    "appearance encoder folder given the ControlNet",
-    "ControlNet folder given the appearance encoder",
-    "appearance encoder file given as temporal checkpoint",
+    BadFile("pickle_that_runs_code.ckpt", "temporal", _pickle_that_runs_code, "could run arbitrary code"),
+    BadFile("torch.save zip whose pickle runs code", "temporal", _zip_pickle_that_runs_code,
+            "could run arbitrary code"),
+    BadFile("appearance_encoder/*.bin whose pickle runs code", "appearance", _encoder_bin_that_runs_code,
+            "could run arbitrary code"),
+    BadFile("zero-byte .safetensors (temporal)", "temporal",
+            _file_with("temporal_empty.safetensors", lambda: b""), "is empty (0 bytes)"),
+    BadFile("truncated .safetensors (temporal, half the file)", "temporal",
+            _temporal_cut_in_half("temporal_truncated.safetensors", "safetensors"), "truncated or corrupt"),
+    BadFile("truncated .safetensors (appearance encoder, header only)", "appearance",
+            _network_folder("appearance", "appearance_encoder_truncated", lambda f: _cut_weights(f, 4096)),
+            "truncated or corrupt"),
+    BadFile("zero-byte .safetensors (DensePose ControlNet)", "controlnet",
+            _network_folder("controlnet", "densepose_controlnet_empty", lambda f: _cut_weights(f, 0)),
+            "is empty (0 bytes)"),
+    BadFile(".safetensors with a hostile header length (2^60 bytes)", "temporal",
+            _file_with("temporal_header_bomb.safetensors", lambda: _HEADER_BOMB), "truncated or corrupt"),
+    BadFile("truncated .ckpt (zip cut in half)", "temporal", _temporal_cut_in_half("temporal_truncated.ckpt", "ckpt"),
+            "truncated"),
+    BadFile("text file renamed .ckpt", "temporal",
+            _file_with("temporal_text.ckpt", lambda: b"<html>404 Not Found</html>\n"), "is not a PyTorch checkpoint"),
+    BadFile("SDXL UNet as temporal checkpoint", "temporal", _weights_file("sdxl_unet.safetensors", _sdxl_unet_sd),
+            _SDXL),
+    BadFile("SDXL UNet as appearance encoder", "appearance",
+            _weights_in_folder("appearance", "appearance_encoder_sdxl", _sdxl_unet_sd), _SDXL),
+    BadFile("SDXL UNet as DensePose ControlNet", "controlnet",
+            _weights_in_folder("controlnet", "densepose_controlnet_sdxl", _sdxl_unet_sd), _SDXL),
+    BadFile("SD1.5 LoRA as temporal checkpoint", "temporal",
+            _weights_file("my_style_lora.safetensors", _sd15_lora_sd), _LORA),
+    BadFile("SD1.5 LoRA as appearance encoder", "appearance",
+            _weights_in_folder("appearance", "appearance_encoder_lora", _sd15_lora_sd), _LORA),
+    BadFile("SD1.5 LoRA as DensePose ControlNet", "controlnet",
+            _weights_in_folder("controlnet", "densepose_controlnet_lora", _sd15_lora_sd), _LORA),
+    BadFile("random tensor file as temporal checkpoint", "temporal",
+            _weights_file("random_tensors.safetensors", _random_tensors), "no motion-module keys"),
+    BadFile("random tensor file as appearance encoder", "appearance",
+            _weights_in_folder("appearance", "appearance_encoder_random", _random_tensor),
+            "not an SD1.5-type diffusers UNet"),
+    BadFile("random tensor file as DensePose ControlNet", "controlnet",
+            _weights_in_folder("controlnet", "densepose_controlnet_random", _random_tensor),
+            "not a diffusers ControlNet"),
+    BadFile("motion-module file with missing keys", "temporal", _motion_modules_missing_ten,
+            "lacks 10 of the 560 motion-module tensors"),
+    BadFile("motion-module-only file, no MODEL connected", "temporal",
+            _copied_file("mm_only.ckpt", lambda files: files.motion_only), "holds only motion modules"),
+    BadFile("appearance encoder folder without config.json", "appearance",
+            _network_folder("appearance", "appearance_encoder_no_config", lambda f: (f / "config.json").unlink()),
+            "is not an appearance-encoder folder listed"),
+    BadFile("appearance encoder config.json that is not JSON", "appearance",
+            _network_folder("appearance", "appearance_encoder_bad_json",
+                            lambda f: (f / "config.json").write_text("{ this is not json")),
+            "is not an appearance-encoder folder listed"),
+    BadFile("appearance encoder folder given the ControlNet", "appearance",
+            lambda root, files, marker: _copy_folder(files.controlnet, root / "appearance_encoder_is_controlnet"),
+            "is not an appearance-encoder folder listed"),
+    BadFile("ControlNet folder given the appearance encoder", "controlnet",
+            lambda root, files, marker: _copy_folder(files.appearance, root / "densepose_controlnet_is_encoder"),
+            "is not a DensePose ControlNet folder listed"),
+    BadFile("appearance encoder file given as temporal checkpoint", "temporal",
+            _copied_file("appearance_as_temporal.safetensors",
+                         lambda files: files.appearance / "diffusion_pytorch_model.safetensors"),
+            "no motion-module keys"),
 ]
-
-EXPECTED = {  # a phrase each message must contain (besides the file name and a fix)
-    "pickle_that_runs_code.ckpt": "could run arbitrary code",
-    "torch.save zip whose pickle runs code": "could run arbitrary code",
-    "appearance_encoder/*.bin whose pickle runs code": "could run arbitrary code",
-    "zero-byte .safetensors (temporal)": "is empty (0 bytes)",
-    "truncated .safetensors (temporal, half the file)": "truncated or corrupt",
-    "truncated .safetensors (appearance encoder, header only)": "truncated or corrupt",
-    "zero-byte .safetensors (DensePose ControlNet)": "is empty (0 bytes)",
-    ".safetensors with a hostile header length (2^60 bytes)": "truncated or corrupt",
-    "truncated .ckpt (zip cut in half)": "truncated",
-    "text file renamed .ckpt": "is not a PyTorch checkpoint",
-    "SDXL UNet as temporal checkpoint": "SDXL",
-    "SDXL UNet as appearance encoder": "SDXL",
-    "SDXL UNet as DensePose ControlNet": "SDXL",
-    "SD1.5 LoRA as temporal checkpoint": "LoRA",
-    "SD1.5 LoRA as appearance encoder": "LoRA",
-    "SD1.5 LoRA as DensePose ControlNet": "LoRA",
-    "random tensor file as temporal checkpoint": "no motion-module keys",
-    "random tensor file as appearance encoder": "not an SD1.5-type diffusers UNet",
-    "random tensor file as DensePose ControlNet": "not a diffusers ControlNet",
-    "motion-module file with missing keys": "lacks 10 of the 560 motion-module tensors",
-    "motion-module-only file, no MODEL connected": "holds only motion modules",
-    "appearance encoder folder without config.json": "is not an appearance-encoder folder listed",
-    "appearance encoder config.json that is not JSON": "is not an appearance-encoder folder listed",
-    "appearance encoder folder given the ControlNet": "is not an appearance-encoder folder listed",
-    "ControlNet folder given the appearance encoder": "is not a DensePose ControlNet folder listed",
-    "appearance encoder file given as temporal checkpoint": "no motion-module keys",
-}
 
 
 @pytest.fixture(scope="module")
@@ -287,19 +278,19 @@ def monkeypatch_module():
         yield mp
 
 
-@pytest.mark.parametrize("kind", BAD_FILES)
-def test_bad_file_is_refused_by_name_and_left_untouched(kind, tiny32_files, loader_node, tmp_path, bad_input_log):
+@pytest.mark.parametrize("bad", BAD_FILES, ids=[b.kind for b in BAD_FILES])
+def test_bad_file_is_refused_by_name_and_left_untouched(bad, tiny32_files, loader_node, tmp_path, bad_input_log):
     from magicanimate.errors import CheckpointError  # noqa: F401  (the pack's own copy is checked below)
 
-    bad_dir = tiny32_files.root / f"bad_{BAD_FILES.index(kind)}"
+    bad_dir = tiny32_files.root / f"bad_{BAD_FILES.index(bad)}"
     bad_dir.mkdir(exist_ok=True)
     marker = tmp_path / "pwned"
-    slot, path = make_bad(kind, bad_dir, tiny32_files, marker)
+    path = bad.write(bad_dir, tiny32_files, marker)
     name = str(path.relative_to(tiny32_files.root))
     args = dict(temporal_checkpoint="temporal_attention.ckpt", appearance_encoder="appearance_encoder",
                 densepose_controlnet="densepose_controlnet", weight_dtype="fp32")
     args[{"temporal": "temporal_checkpoint", "appearance": "appearance_encoder",
-          "controlnet": "densepose_controlnet"}[slot]] = name
+          "controlnet": "densepose_controlnet"}[bad.slot]] = name
     before, listing = _tree_digest(path), _listing(tiny32_files.root)
     try:
         with pytest.raises(Exception) as info:
@@ -308,9 +299,9 @@ def test_bad_file_is_refused_by_name_and_left_untouched(kind, tiny32_files, load
         pack_errors = load_pack().magicanimate.errors
         assert isinstance(err, pack_errors.CheckpointError), f"{type(err).__name__}: {err}"
         message = str(err)
-        bad_input_log("file", kind, message)
+        bad_input_log("file", bad.kind, message)
         assert path.name in message, message
-        assert EXPECTED[kind] in message, message
+        assert bad.expected in message, message
         assert FIX_WORDS.search(message), f"no fix in: {message}"
         assert "\n" not in message and len(message) < 600, message
         assert not marker.exists(), "unpickling ran code"
