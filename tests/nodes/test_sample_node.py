@@ -92,8 +92,23 @@ def test_pose_control_warns_on_non_densepose_frames(models, caplog):
 
 
 def test_cfg_1_and_independent_noise_and_open_segments_run(models):
+    """The options reach the run: open-loop windows (the last one does not wrap to frame 0), pyramid fusion, fresh
+    noise per frame (not the tiled 8-frame clip), and a deterministic result."""
+    import sys
+
+    from pack_loader import PACK_NAME
+
+    pack_nodes()
+    recorded_runs = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.animate"].recorded_runs  # the node's copy
     from magicanimate.comfy_adapter.context import SegmentOptions
 
-    a = run(models, viridis_frames(20), cfg=1.0, noise_mode="independent",
-            segments=SegmentOptions(8, 2, closed_loop=False, fuse="pyramid"))
+    options = SegmentOptions(8, 2, closed_loop=False, fuse="pyramid")
+    with recorded_runs() as runs:
+        a = run(models, viridis_frames(20), cfg=1.0, noise_mode="independent", segments=options)
+        again = run(models, viridis_frames(20), cfg=1.0, noise_mode="independent", segments=options)
+        tiled = run(models, viridis_frames(20), cfg=1.0, noise_mode="tiled", segments=options)
     assert a.shape == (20, 4, 8, 8) and torch.isfinite(a).all()
+    assert torch.equal(a, again) and not torch.allclose(a, tiled)
+    # 20 frames padded to 24; open loop: the last window is 16..23, not 18..23 + 0, 1.
+    assert runs[0].windows == [list(range(0, 8)), list(range(6, 14)), list(range(12, 20)), list(range(16, 24))]
+    assert runs[0].state.segments.fuse == "pyramid" and runs[0].state.segments.closed_loop is False
