@@ -1,4 +1,4 @@
-"""A long-running, shared ComfyUI server: interruption, repeated runs, caching and a mixed queue (issue #6).
+"""A long-running, shared ComfyUI server: interruption, repeated runs, caching and a mixed queue.
 
 One module-scoped server (``tests/server_harness.py``: ``main.py --cpu``, random full-size SD1.5 checkpoint and VAE,
 tiny MagicAnimate networks), driven over HTTP and its websocket. Tests run in file order:
@@ -20,16 +20,24 @@ import copy
 import json
 import shutil
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from server_harness import REPO_ROOT, Server, comfyui_server, saved_files, shared_model_tree
+from reliability.server_client import (
+    RUN_TIMEOUT_S,
+    events,
+    output_file,
+    queue,
+    rss_bytes,
+    run_and_interrupt,
+    run_ok,
+    vram_bytes,
+)
+from server_harness import REPO_ROOT, Server, comfyui_server, shared_model_tree
 
 pytestmark = pytest.mark.slow
 
 WORKFLOW = REPO_ROOT / "workflows" / "api" / "magicanimate_basic.api.json"
-RUN_TIMEOUT_S = 300
 FRAMES = 16            # pose frames taken from the demo video (one 16-frame window)
 RSS_TOLERANCE = 0.02
 RESULTS: dict = {}     # shared between the ordered tests of this module
@@ -110,30 +118,6 @@ def plain_prompt(tag: int) -> dict:
     }
 
 
-def queue(server: Server, prompt: dict, client_id: str | None = None) -> tuple[int, dict]:
-    status, body = server.post("/prompt", {"prompt": prompt, "client_id": client_id or str(uuid.uuid4())})
-    assert isinstance(body, dict), (status, body)
-    return status, body
-
-
-def run_ok(server: Server, prompt: dict) -> dict:
-    status, body = queue(server, prompt)
-    assert status == 200 and not body.get("node_errors"), f"{status} {body}"
-    entry = server.wait_for_history(body["prompt_id"], RUN_TIMEOUT_S)
-    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-4000:]
-    return entry
-
-
-def events(entry: dict) -> dict[str, dict]:
-    return {name: data for name, data in entry["status"].get("messages", [])}
-
-
-def output_file(server: Server, entry: dict, suffix: str) -> Path:
-    files = [f for f in saved_files(entry) if f["filename"].endswith(suffix)]
-    assert len(files) == 1, entry["outputs"]
-    return server.output_dir / files[0].get("subfolder", "") / files[0]["filename"]
-
-
 def check_video(path: Path) -> None:
     import av
 
@@ -148,59 +132,6 @@ def plain_latent(server: Server, tag: int):
     entry = run_ok(server, plain_prompt(tag))
     assert "p5" not in events(entry).get("execution_cached", {}).get("nodes", []), "KSampler did not run"
     return load_file(str(output_file(server, entry, ".latent")))["latent_tensor"]
-
-
-def rss_bytes(server: Server) -> int:
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-def vram_bytes(server: Server) -> int | None:
-    """Memory torch holds allocated on the server's first GPU (None for a CPU server)."""
-    status, stats = server.get("/system_stats")
-    assert status == 200
-    gpus = [d for d in stats.get("devices", []) if d.get("type") not in ("cpu", None)]
-    if not gpus:
-        return None
-    return int(gpus[0]["torch_vram_total"]) - int(gpus[0]["torch_vram_free"])
-
-
-async def _run_and_interrupt(server: Server, prompt: dict, trigger, timeout: float) -> tuple[str, dict, bool]:
-    """Queue ``prompt`` with a websocket open; POST /interrupt (for this prompt) once ``trigger(type, data)`` holds.
-
-    Returns (final event type, its data, whether the interrupt was sent).
-    """
-    import aiohttp
-
-    client_id = str(uuid.uuid4())
-    ws_url = server.base.replace("http://", "ws://") + f"/ws?clientId={client_id}"
-    sent = False
-    async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, heartbeat=30) as ws:
-        async with session.post(server.base + "/prompt", json={"prompt": prompt, "client_id": client_id}) as resp:
-            body = await resp.json()
-            assert resp.status == 200 and not body.get("node_errors"), body
-        prompt_id = body["prompt_id"]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = await ws.receive(timeout=max(1.0, deadline - time.monotonic()))
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                    break
-                continue   # binary preview frames
-            data = json.loads(msg.data)
-            kind, payload = data.get("type"), data.get("data") or {}
-            if payload.get("prompt_id") not in (None, prompt_id):
-                continue
-            if not sent and trigger(kind, payload):
-                async with session.post(server.base + "/interrupt", json={"prompt_id": prompt_id}) as r:
-                    assert r.status == 200
-                sent = True
-            if kind in ("execution_interrupted", "execution_success", "execution_error") and \
-                    payload.get("prompt_id") == prompt_id:
-                return kind, payload, sent
-    pytest.fail(f"no end of prompt within {timeout:.0f} s; log:\n{server.log_tail()}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -254,7 +185,7 @@ INTERRUPTS = {
 @pytest.mark.parametrize("phase", list(INTERRUPTS))
 def test_interrupt_then_the_same_models_run_the_next_prompt(server, phase):
     changes, trigger, unfinished = INTERRUPTS[phase]
-    kind, payload, sent = asyncio.run(_run_and_interrupt(server, animate_prompt(**changes), trigger, RUN_TIMEOUT_S))
+    kind, payload, sent = asyncio.run(run_and_interrupt(server, animate_prompt(**changes), trigger, RUN_TIMEOUT_S))
     assert sent, f"the {phase} phase was never seen"
     assert kind == "execution_interrupted", (kind, payload)
     assert not unfinished & set(payload.get("executed", [])), payload
