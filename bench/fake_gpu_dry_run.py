@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import torch
 
     if "comfy" not in sys.modules:
-        from comfy_env import bootstrap_inprocess, prepare_comfyui_copy
+        from devtools.comfy_env import bootstrap_inprocess, prepare_comfyui_copy
 
         scratch = Path(tempfile.mkdtemp(prefix="ma-fake-"))
         bootstrap_inprocess(prepare_comfyui_copy(scratch / "ComfyUI"), cpu=True)
@@ -148,13 +148,13 @@ def run_one(args, dtype, budget_gb: float) -> dict:
     import comfy.supported_models
     import torch
     from comfy.patcher_extension import WrappersMP
-    from fixtures.model_files import FULL, TINY
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
     from torch.utils.flop_counter import FlopCounterMode
 
     import magicanimate.comfy_adapter.appearance as appearance_module
+    from devtools.random_weights.model_files import FULL, TINY
     from magicanimate.comfy_adapter.conditioning import apply_conditioning
     from magicanimate.comfy_adapter.context import SegmentOptions
     from magicanimate.comfy_adapter.memory_estimate import window_memory_parts_for, window_memory_required

@@ -49,7 +49,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from random_models import bootstrap, load_networks
+
+    from devtools.random_weights.networks import bootstrap, load_networks
 
     scratch = bootstrap()
 

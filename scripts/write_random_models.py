@@ -71,14 +71,15 @@ def main(argv: list[str] | None = None) -> int:
               "size; --full-magicanimate writes real-size ones) and a full-size SD1.5 checkpoint and VAE")
     os.environ["COMFYUI_PATH"] = str(comfy_dir)  # tests/comfy_env copies the tree found above
     sys.path.insert(0, str(TESTS_DIR))
-    from comfy_env import bootstrap_inprocess, prepare_comfyui_copy
+    from devtools.comfy_env import bootstrap_inprocess, prepare_comfyui_copy
 
     scratch = Path(tempfile.mkdtemp(prefix="ma-write-models-"))
     try:
         bootstrap_inprocess(prepare_comfyui_copy(scratch / "ComfyUI"))
         import torch
-        from fixtures.model_files import FULL
-        from fixtures.sd15_files import write_model_tree
+
+        from devtools.random_weights.model_files import FULL
+        from devtools.random_weights.sd15_files import write_model_tree
 
         sd_dtype = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}[args.sd_dtype]
         ma_cfg = dict(FULL) if args.full_magicanimate else None

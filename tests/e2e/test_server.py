@@ -2,7 +2,7 @@
 
 A fresh copy of the ComfyUI tree runs ``main.py --cpu`` on a free loopback port with only this pack enabled
 (symlinked into ``custom_nodes/``), models from a temporary models dir (random weights: full-size SD1.5 checkpoint
-and VAE, tiny MagicAnimate networks with 768-wide cross-attention, see ``fixtures/sd15_files.py``) and temporary
+and VAE, tiny MagicAnimate networks with 768-wide cross-attention, see ``devtools/random_weights/sd15_files.py``) and temporary
 input/output dirs (``tests/server_harness.py``). The tests talk to it over HTTP only (urllib; results by polling
 ``/history``).
 """
@@ -18,8 +18,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from fixtures.sd15_files import MODEL_FILES
 from server_harness import NODE_IDS, PACK_FOLDER, REPO_ROOT, Server, comfyui_server, saved_files, shared_model_tree
+
+from devtools.random_weights.sd15_files import MODEL_FILES
 
 WORKFLOW = REPO_ROOT / "workflows" / "api" / "magicanimate_basic.api.json"
 
