@@ -15,8 +15,8 @@ loading is replaced by ``patch_model`` without moving weights (they already live
 ``get_torch_device`` says CUDA, free/total memory say the budget, and the text context stays on the CPU (ComfyUI's
 intermediate device) as on a real machine.
 
-    python bench/fake_gpu_dry_run.py                                  # full size, fp16+bf16, 8 and 24 GB, 48 frames
-    python bench/fake_gpu_dry_run.py --config tiny --frames 20 --size 64 --steps 1
+    python -m bench.fake_gpu_dry_run                                  # full size, fp16+bf16, 8 and 24 GB, 48 frames
+    python -m bench.fake_gpu_dry_run --config tiny --frames 20 --size 64 --steps 1
 
 Prints one JSON line per (dtype, budget).
 
@@ -41,9 +41,8 @@ import weakref
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
-#: Reference FLOPs per output frame per step at 512x512 (spec section 7 cost table, 2 x MAC, both CFG halves,
+#: Reference FLOPs per output frame per step at 512x512 (MagicAnimate's cost per network, 2 x MAC, both CFG halves,
 #: windows of 16 with overlap 4 -> 4/3 frame-instances per frame).
 TMAC_DENOISER, TMAC_REFERENCE, TMAC_CONTROLNET, TMAC_ENCODER = 0.55, 0.045, 0.14, 0.40
 
@@ -130,7 +129,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         scratch = Path(tempfile.mkdtemp(prefix="ma-fake-"))
         bootstrap_inprocess(prepare_comfyui_copy(scratch / "ComfyUI"), cpu=True)
-        sys.path.insert(1, str(REPO))
     results = []
     for dtype_name in args.dtypes:
         for budget in args.budgets_gb:

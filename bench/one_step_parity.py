@@ -5,8 +5,8 @@ densepose_controlnet/), loaded by the pack's real loaders into ComfyUI, and one 
 CFG 7.5, 16 frames) is taken; then the oracle (devtools/oracle) loads the same files and takes the same step. Prints one
 JSON line with the max abs difference. fp32 by default; runs on CUDA when available, else on the CPU.
 
-    python bench/one_step_parity.py --frames 16 --latent 64          # the acceptance configuration
-    python bench/one_step_parity.py --frames 16 --latent 32          # quicker on a CPU
+    python -m bench.one_step_parity --frames 16 --latent 64          # the acceptance configuration
+    python -m bench.one_step_parity --frames 16 --latent 32          # quicker on a CPU
 
 Memory: the two sides run one after the other, so peak RAM stays around 12 GB at full size.
 """
@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
 
 def stage(msg: str) -> None:
@@ -45,7 +44,6 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="ma-bench-"))
     cpu = not torch.cuda.is_available()
     bootstrap_inprocess(prepare_comfyui_copy(scratch / "ComfyUI"), cpu=cpu)
-    sys.path.insert(1, str(REPO))
 
     import comfy.model_management
 
