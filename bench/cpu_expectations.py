@@ -1,4 +1,4 @@
-"""Time and peak RAM of the main command (``python -m scripts.animate``) on this machine, for the README's "What to expect".
+"""Time and peak RAM of the main command (``python -m scripts.animate``) here, for the README's "What to expect".
 
 Runs the command as a user would (a fresh process per run: ComfyUI start-up and model loading included) on the bundled
 demo (Mona Lisa + the 42-frame DensePose clip), ``--cpu``, with the model files in ``--models-dir`` (write real-size

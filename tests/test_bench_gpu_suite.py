@@ -1,4 +1,4 @@
-"""bench/gpu_suite.py (``python -m bench.gpu_suite``) on a machine without a GPU: its plan names every part and every command it would run parses."""
+"""``python -m bench.gpu_suite --dry`` without a GPU: its plan names every part and each command it runs parses."""
 
 from __future__ import annotations
 
