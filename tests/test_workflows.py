@@ -248,10 +248,10 @@ def test_widget_index_follows_control_and_upload_entries():
 
 
 def test_animate_substitutes_settings_in_both_formats():
-    from scripts import animate
-    for choice in animate.WORKFLOW_FILES:
-        prompt, ui = animate.load_workflow(choice)
-        animate.substitute(prompt, ui, {"width": 64, "height": 96, "steps": 2, "seed": 7, "cfg": 3.0,
+    from devtools import run_graph
+    for choice in run_graph.WORKFLOW_FILES:
+        prompt, ui = run_graph.load_workflow(choice)
+        run_graph.substitute(prompt, ui, {"width": 64, "height": 96, "steps": 2, "seed": 7, "cfg": 3.0,
                                         "image": "me.png", "video": "dance.mp4"})
         assert bw.api_from_ui(ui) == prompt
         by_type = {}
