@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 if not __package__:  # run as a file: `devtools` (beside scripts/) is importable only when run as a module
-    sys.exit("Run this tool as a module from the pack's folder: cd to the folder that holds scripts/ and run "
-             "`python -m scripts.animate` (with the same options).")
+    print("Run this tool as a module from the pack's folder: cd to the folder that holds scripts/ and run "
+          "`python -m scripts.animate` (with the same options).", file=sys.stderr)
+    sys.exit(2)
 
 import devtools.workflows as bw  # noqa: E402
 from devtools.comfy_env import REPO, locate_comfyui, start_comfyui  # noqa: E402

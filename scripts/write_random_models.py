@@ -37,8 +37,9 @@ import time
 from pathlib import Path
 
 if not __package__:  # run as a file: `devtools` (beside scripts/) is importable only when run as a module
-    sys.exit("Run this tool as a module from the pack's folder: cd to the folder that holds scripts/ and run "
-             "`python -m scripts.write_random_models` (with the same options).")
+    print("Run this tool as a module from the pack's folder: cd to the folder that holds scripts/ and run "
+          "`python -m scripts.write_random_models` (with the same options).", file=sys.stderr)
+    sys.exit(2)
 
 from devtools.comfy_env import bootstrap_inprocess, locate_comfyui, prepare_comfyui_copy  # noqa: E402
 
