@@ -1,11 +1,11 @@
-"""Time and peak RAM of the main command (``scripts/animate.py``) on this machine, for the README's "What to expect".
+"""Time and peak RAM of the main command (``python -m scripts.animate``) here, for the README's "What to expect".
 
 Runs the command as a user would (a fresh process per run: ComfyUI start-up and model loading included) on the bundled
 demo (Mona Lisa + the 42-frame DensePose clip), ``--cpu``, with the model files in ``--models-dir`` (write real-size
-random ones with ``python scripts/write_random_models.py --out DIR --full-magicanimate``: they cost what the real
+random ones with ``python -m scripts.write_random_models --out DIR --full-magicanimate``: they cost what the real
 files cost). Prints one JSON line per run and one per size with the medians:
 
-    python bench/cpu_expectations.py --models-dir /data/ma-full-models --sizes 64 128 256 --steps 2 --repeats 3
+    python -m bench.cpu_expectations --models-dir /data/ma-full-models --sizes 64 128 256 --steps 2 --repeats 3
 
 Peak RAM is the child's own peak resident set (``wait4``'s ``ru_maxrss``), not the machine's. ``cpu_seconds`` (user +
 system time of the run) is less disturbed than the wall time when other jobs share the machine.
@@ -29,12 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 def run_once(models_dir: Path, size: int, steps: int) -> dict:
     """One run of the main command at ``size`` x ``size``; wall seconds, peak RSS (GiB) and the exit status."""
     with tempfile.TemporaryDirectory(prefix="ma-cpu-bench-") as scratch:
-        cmd = [sys.executable, str(REPO / "scripts" / "animate.py"), "--models-dir", str(models_dir), "--cpu",
+        cmd = [sys.executable, "-m", "scripts.animate", "--models-dir", str(models_dir), "--cpu",
                "--width", str(size), "--height", str(size), "--steps", str(steps),
                "--output", str(Path(scratch) / "out.mp4")]
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
         output = proc.stdout.read() if proc.stdout else ""
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start

@@ -15,8 +15,8 @@ loading is replaced by ``patch_model`` without moving weights (they already live
 ``get_torch_device`` says CUDA, free/total memory say the budget, and the text context stays on the CPU (ComfyUI's
 intermediate device) as on a real machine.
 
-    python bench/fake_gpu_dry_run.py                                  # full size, fp16+bf16, 8 and 24 GB, 48 frames
-    python bench/fake_gpu_dry_run.py --config tiny --frames 20 --size 64 --steps 1
+    python -m bench.fake_gpu_dry_run                                  # full size, fp16+bf16, 8 and 24 GB, 48 frames
+    python -m bench.fake_gpu_dry_run --config tiny --frames 20 --size 64 --steps 1
 
 Prints one JSON line per (dtype, budget).
 
@@ -41,9 +41,8 @@ import weakref
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
-#: Reference FLOPs per output frame per step at 512x512 (spec section 7 cost table, 2 x MAC, both CFG halves,
+#: Reference FLOPs per output frame per step at 512x512 (MagicAnimate's cost per network, 2 x MAC, both CFG halves,
 #: windows of 16 with overlap 4 -> 4/3 frame-instances per frame).
 TMAC_DENOISER, TMAC_REFERENCE, TMAC_CONTROLNET, TMAC_ENCODER = 0.55, 0.045, 0.14, 0.40
 
@@ -126,11 +125,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import torch
 
     if "comfy" not in sys.modules:
-        from comfy_env import bootstrap_inprocess, prepare_comfyui_copy
+        from devtools.comfy_env import bootstrap_inprocess, prepare_comfyui_copy
 
         scratch = Path(tempfile.mkdtemp(prefix="ma-fake-"))
         bootstrap_inprocess(prepare_comfyui_copy(scratch / "ComfyUI"), cpu=True)
-        sys.path.insert(1, str(REPO))
     results = []
     for dtype_name in args.dtypes:
         for budget in args.budgets_gb:
@@ -148,13 +146,13 @@ def run_one(args, dtype, budget_gb: float) -> dict:
     import comfy.supported_models
     import torch
     from comfy.patcher_extension import WrappersMP
-    from fixtures.model_files import FULL, TINY
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
     from torch.utils.flop_counter import FlopCounterMode
 
     import magicanimate.comfy_adapter.appearance as appearance_module
+    from devtools.random_weights.model_files import FULL, TINY
     from magicanimate.comfy_adapter.conditioning import apply_conditioning
     from magicanimate.comfy_adapter.context import SegmentOptions
     from magicanimate.comfy_adapter.memory_estimate import window_memory_parts_for, window_memory_required

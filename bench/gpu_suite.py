@@ -1,16 +1,16 @@
 """The GPU suite: everything to measure when a CUDA machine is at hand, as JSON lines, in one command.
 
-    python bench/gpu_suite.py                 # on the CUDA machine (about 20-30 minutes on an H100)
-    python bench/gpu_suite.py --dry           # print the plan (the commands it would run) without running them
+    python -m bench.gpu_suite                 # on the CUDA machine (about 20-30 minutes on an H100)
+    python -m bench.gpu_suite --dry           # print the plan (the commands it would run) without running them
 
 Parts, each a subprocess printing its own JSON lines (prefixed by a {"suite": part} line):
-1. ``parity``: ``bench/one_step_parity.py`` at full size, fp32, 16 frames, 64x64 latent (this pack vs the oracle).
-2. ``speed``: ``bench/temporal_sample.py`` at 512x512, 25 steps, fp16, 16, 48 and 96 frames, median of 3 after a
+1. ``parity``: ``bench.one_step_parity`` at full size, fp32, 16 frames, 64x64 latent (this pack vs the oracle).
+2. ``speed``: ``bench.temporal_sample`` at 512x512, 25 steps, fp16, 16, 48 and 96 frames, median of 3 after a
    warm-up (s/frame, peak GiB, achieved TFLOP/s), then 960 frames once (memory: goal within 0.5 GiB of 96 frames).
 3. ``compiled``: the same at 96 frames through core's torch.compile wrapper (``--compile inductor``).
 4. ``capped``: 96 frames with ``torch.cuda.set_per_process_memory_fraction`` capping the process at 6 GiB.
 
-Goals (issue 13): at most 0.18 s/frame at 96 frames (the reference: 0.553 s/frame on an H100 80GB, fp16, same
+Goals: at most 0.18 s/frame at 96 frames (the reference: 0.553 s/frame on an H100 80GB, fp16, same
 settings), peak at most 8 GiB, 960 frames within 0.5 GiB of the 96-frame peak.
 
 Wheels to carry to an offline GPU machine (CUDA builds): torch (2.14.x, cu12x), plus what
@@ -31,11 +31,11 @@ PY = sys.executable
 
 
 def plan(workdir: str | None = None) -> list[tuple[str, list[str]]]:
-    """The suite's parts as (name, argv) pairs."""
+    """The suite's parts as (name, argv) pairs; each argv runs a bench module from the repository root."""
     common = ["--workdir", workdir] if workdir else []
-    speed = [PY, str(REPO / "bench/temporal_sample.py"), "--size", "512", "--steps", "25", "--dtype", "fp16"] + common
+    speed = [PY, "-m", "bench.temporal_sample", "--size", "512", "--steps", "25", "--dtype", "fp16"] + common
     return [
-        ("parity", [PY, str(REPO / "bench/one_step_parity.py"), "--frames", "16", "--latent", "64"]),
+        ("parity", [PY, "-m", "bench.one_step_parity", "--frames", "16", "--latent", "64"]),
         ("speed", speed + ["--frames", "16", "48", "96", "--repeats", "3"]),
         ("speed_960_memory", speed + ["--frames", "960", "--repeats", "0"]),
         ("compiled", speed + ["--frames", "96", "--repeats", "3", "--compile", "inductor"]),

@@ -6,9 +6,9 @@ size (the appearance encoder's tokens of the 10 reference blocks plus their proj
 memory the run added (GPU: torch.cuda.max_memory_allocated; CPU: glibc's heap in use sampled every 1 ms, minus
 its value before the run), and the extra seconds and MiB relative to one image.
 
-    python bench/multi_reference.py --size 64 --frames 16 --steps 1 --repeats 3          # CPU, small size
-    python bench/multi_reference.py --size 512 --frames 16 --steps 5 --dtype fp16        # on the GPU machine
-    python bench/multi_reference.py --config tiny --repeats 2                            # quick check on a CPU
+    python -m bench.multi_reference --size 64 --frames 16 --steps 1 --repeats 3          # CPU, small size
+    python -m bench.multi_reference --size 512 --frames 16 --steps 5 --dtype fp16        # on the GPU machine
+    python -m bench.multi_reference --config tiny --repeats 2                            # quick check on a CPU
 
 The full-size models in fp32 take about 10 GB of RAM and minutes per run on a small shared CPU.
 """
@@ -20,13 +20,11 @@ import ctypes
 import gc
 import json
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
 
 class _MallInfo2(ctypes.Structure):
@@ -80,7 +78,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from random_models import bootstrap, load_networks
+
+    from devtools.random_weights.networks import bootstrap, load_networks
 
     scratch = bootstrap()
 

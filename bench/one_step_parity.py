@@ -1,12 +1,12 @@
-"""One full-size MagicAnimate denoising step: this pack (ComfyUI) vs the independent oracle (tests/oracle).
+"""One full-size MagicAnimate denoising step: this pack (ComfyUI) vs the independent oracle (devtools/oracle).
 
 Random full-size weights are written in the real file layouts (temporal_attention.ckpt, appearance_encoder/,
 densepose_controlnet/), loaded by the pack's real loaders into ComfyUI, and one reference-DDIM step (t 961 -> 921,
-CFG 7.5, 16 frames) is taken; then the oracle (tests/oracle) loads the same files and takes the same step. Prints one
+CFG 7.5, 16 frames) is taken; then the oracle (devtools/oracle) loads the same files and takes the same step. Prints one
 JSON line with the max abs difference. fp32 by default; runs on CUDA when available, else on the CPU.
 
-    python bench/one_step_parity.py --frames 16 --latent 64          # the acceptance configuration
-    python bench/one_step_parity.py --frames 16 --latent 32          # quicker on a CPU
+    python -m bench.one_step_parity --frames 16 --latent 64          # the acceptance configuration
+    python -m bench.one_step_parity --frames 16 --latent 32          # quicker on a CPU
 
 Memory: the two sides run one after the other, so peak RAM stays around 12 GB at full size.
 """
@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
 
 def stage(msg: str) -> None:
@@ -39,16 +38,17 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from comfy_env import bootstrap_inprocess, prepare_comfyui_copy
+
+    from devtools.comfy_env import bootstrap_inprocess, prepare_comfyui_copy
 
     scratch = Path(tempfile.mkdtemp(prefix="ma-bench-"))
     cpu = not torch.cuda.is_available()
     bootstrap_inprocess(prepare_comfyui_copy(scratch / "ComfyUI"), cpu=cpu)
-    sys.path.insert(1, str(REPO))
 
     import comfy.model_management
-    import oracle.unet3d as ou
-    from fixtures.model_files import (
+
+    import devtools.oracle as ou
+    from devtools.random_weights.model_files import (
         FULL,
         TINY,
         load_oracle_appearance_encoder,
@@ -58,7 +58,6 @@ def main() -> None:
         write_controlnet,
         write_temporal_checkpoint,
     )
-
     from magicanimate.comfy_adapter.conditioning import apply_conditioning
     from magicanimate.comfy_adapter.loading import load_temporal_model
     from magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet

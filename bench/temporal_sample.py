@@ -5,8 +5,8 @@ s/frame, peak GPU memory (GiB, torch.cuda.max_memory_allocated) and achieved TFL
 docs/ARCHITECTURE.md, "Networks" (denoiser 0.55 TMAC per frame-instance + 0.045 for reference attention on cond rows,
 ControlNet 0.14 TMAC per frame, appearance encoder 0.40 TMAC per step, all at 512x512 and scaled by pixel count).
 
-    python bench/temporal_sample.py --frames 16 32 48 96 --size 512 --steps 25 --repeats 3      # on the GPU machine
-    python bench/temporal_sample.py --config tiny --frames 16 48 --size 64 --steps 2 --repeats 1 # smoke test on a CPU
+    python -m bench.temporal_sample --frames 16 32 48 96 --size 512 --steps 25 --repeats 3      # on the GPU machine
+    python -m bench.temporal_sample --config tiny --frames 16 48 --size 64 --steps 2 --repeats 1 # smoke test on a CPU
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
 TMAC_DENOISER, TMAC_REFERENCE, TMAC_CONTROLNET, TMAC_ENCODER = 0.55, 0.045, 0.14, 0.40
 
@@ -49,7 +47,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from random_models import bootstrap, load_networks
+
+    from devtools.random_weights.networks import bootstrap, load_networks
 
     scratch = bootstrap()
 

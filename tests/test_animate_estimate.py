@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+from scripts import animate
 
-import animate  # noqa: E402  (scripts/ is not a package)
+REPO = Path(__file__).resolve().parents[1]
 
 DEMO_FRAMES, STEPS = 42, 2
 

@@ -4,19 +4,13 @@ the MagicAnimate MODEL's memory estimate against the measured peak."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from bench import fake_gpu_dry_run
 
 
 def dry_run(*argv: str) -> list[dict]:
-    spec = importlib.util.spec_from_file_location("fake_gpu_dry_run", REPO / "bench/fake_gpu_dry_run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(["--steps", "1", "--dtypes", "fp16", *argv])
+    return fake_gpu_dry_run.main(["--steps", "1", "--dtypes", "fp16", *argv])
 
 
 @pytest.mark.slow

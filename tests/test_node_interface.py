@@ -37,8 +37,9 @@ import json
 from pathlib import Path
 
 import pytest
-from pack_loader import pack_nodes
 from server_harness import NODE_IDS
+
+from devtools.pack import pack_nodes
 
 REPO = Path(__file__).resolve().parents[1]
 INTERFACE = Path(__file__).resolve().parent / "node_interface.json"

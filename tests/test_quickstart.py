@@ -2,7 +2,7 @@
 
 * the set-up command (``bash scripts/setup_runtime.sh && source .venv/bin/activate``) makes a virtual environment
   with pinned torch, ComfyUI's runtime dependencies and the ComfyUI tree, and no test-only package;
-* in that environment the main command (``python scripts/animate.py``, here on random-weight model files at 64x64
+* in that environment the main command (``python -m scripts.animate``, here on random-weight model files at 64x64
   and 2 steps) writes the demo mp4: 42 frames at 25 fps, like the DensePose video;
 * the test command is ``bash .ci/run``.
 
@@ -48,7 +48,7 @@ def _requirement_names(path: Path) -> set[str]:
 def test_readme_starts_with_set_up_run_and_test_commands():
     lines = _quick_start()
     assert lines[0] == "bash scripts/setup_runtime.sh && source .venv/bin/activate", lines
-    assert lines[1] == "python scripts/animate.py", lines
+    assert lines[1] == "python -m scripts.animate", lines
     assert "bash .ci/run" in lines, lines
     assert (REPO / "scripts" / "setup_runtime.sh").is_file()
 

@@ -22,8 +22,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from comfy_env import comfyui_source_dir, prepare_comfyui_copy
 from server_harness import NODE_IDS, PACK_FOLDER, comfyui_server
+
+from devtools.comfy_env import comfyui_source_dir, prepare_comfyui_copy
 
 if sys.version_info >= (3, 11):
     import tomllib

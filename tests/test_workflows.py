@@ -1,20 +1,19 @@
-"""The shipped workflows (example_workflows/*.json, workflows/api/*.api.json) and scripts/animate.py, no weights.
+"""The shipped workflows (example_workflows/*.json, workflows/api/*.api.json) and scripts.animate, no weights.
 
-* the JSON files are exactly what workflows/build_workflows.py generates now (no hand edits, no drift), the UI files
+* the JSON files are exactly what devtools.workflows generates now (no hand edits, no drift), the UI files
   alone in the folder the frontend lists as templates, the API files where it never looks;
 * every UI file opens readable: its saved zoom is at or above the frontend's own text level-of-detail threshold (read
   from the frontend package) and every node lies in the uncovered part of a 1920x1080 window;
-* build_workflows' node table (input order, widgets, defaults, outputs) matches the real ComfyUI + pack nodes, so the
+* the builder's node table (input order, widgets, defaults, outputs) matches the real ComfyUI + pack nodes, so the
   UI files' positional ``widgets_values`` are in the order ComfyUI's frontend expects;
 * ComfyUI's own ``validate_prompt`` accepts both API workflows (with empty stand-in model and input files);
 * UI and API files describe the same nodes and links;
-* scripts/animate.py names every missing model file and exits 2 before starting ComfyUI.
+* scripts.animate names every missing model file and exits 2 before starting ComfyUI.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -23,23 +22,14 @@ from pathlib import Path
 
 import pytest
 
+import devtools.workflows as bw
+from devtools import comfy_env
+
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOWS = REPO / "workflows"
 PACK_DIR_NAME = "ComfyUI-MagicAnimate"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
-def _load(name: str, path: Path):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bw = _load("build_workflows", WORKFLOWS / "build_workflows.py")
 GRAPHS = sorted(bw.GRAPHS)
 #: Node types of other packs (not installed in the tests): comfyui_controlnet_aux's DensePose estimator.
 EXTERNAL = sorted(ct for ct, spec in bw.NODE_SPECS.items() if spec.cnr_id)
@@ -98,7 +88,7 @@ def _node_info(cls) -> dict:
 
 def test_json_files_are_what_build_workflows_generates():
     stale = [p.name for p, text in bw.rendered().items() if not p.is_file() or p.read_text(encoding="utf-8") != text]
-    assert not stale, f"stale: {stale}; run `python workflows/build_workflows.py` and commit the result"
+    assert not stale, f"stale: {stale}; run `python -m devtools.workflows` and commit the result"
 
 
 def test_only_ui_workflows_are_listed_as_templates():
@@ -258,10 +248,10 @@ def test_widget_index_follows_control_and_upload_entries():
 
 
 def test_animate_substitutes_settings_in_both_formats():
-    animate = _load("magicanimate_animate_script", REPO / "scripts" / "animate.py")
-    for choice in animate.WORKFLOW_FILES:
-        prompt, ui = animate.load_workflow(choice)
-        animate.substitute(prompt, ui, {"width": 64, "height": 96, "steps": 2, "seed": 7, "cfg": 3.0,
+    from devtools import run_graph
+    for choice in run_graph.WORKFLOW_FILES:
+        prompt, ui = run_graph.load_workflow(choice)
+        run_graph.substitute(prompt, ui, {"width": 64, "height": 96, "steps": 2, "seed": 7, "cfg": 3.0,
                                         "image": "me.png", "video": "dance.mp4"})
         assert bw.api_from_ui(ui) == prompt
         by_type = {}
@@ -285,9 +275,9 @@ def test_animate_lists_missing_models_and_exits_2(comfy_dir, tmp_path, workflow)
     models = tmp_path / "models"
     models.mkdir()
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "animate.py"), "--workflow", workflow, "--models-dir", str(models),
+        [sys.executable, "-m", "scripts.animate", "--workflow", workflow, "--models-dir", str(models),
          "--comfyui", str(comfy_dir), "--output", str(tmp_path / "out.mp4")],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     out = proc.stdout
     assert "5 of 5" in out
@@ -304,8 +294,8 @@ def test_animate_lists_missing_models_and_exits_2(comfy_dir, tmp_path, workflow)
 
 
 def test_tools_find_the_comfyui_the_pack_is_installed_in(comfy_dir, tmp_path, monkeypatch):
-    """animate.py and write_random_models.py (which uses the same search) find ComfyUI/custom_nodes/<pack>/../.."""
-    animate = _load("magicanimate_animate_script", REPO / "scripts" / "animate.py")
+    """scripts.animate and scripts.write_random_models (same search) find ComfyUI/custom_nodes/<pack>/../.."""
+    from scripts import animate
     comfy = tmp_path / "ComfyUI"
     for name in ("main.py", "nodes.py"):
         (comfy / name).parent.mkdir(parents=True, exist_ok=True)
@@ -314,11 +304,11 @@ def test_tools_find_the_comfyui_the_pack_is_installed_in(comfy_dir, tmp_path, mo
     (comfy / "custom_nodes").mkdir()
     (comfy / "custom_nodes" / PACK_DIR_NAME).symlink_to(REPO, target_is_directory=True)
     monkeypatch.delenv("COMFYUI_PATH", raising=False)
-    monkeypatch.setattr(animate, "REPO_UNRESOLVED", comfy / "custom_nodes" / PACK_DIR_NAME)
+    monkeypatch.setattr(comfy_env, "REPO_UNRESOLVED", comfy / "custom_nodes" / PACK_DIR_NAME)
     assert animate.locate_comfyui(None) == (comfy.resolve(), "the ComfyUI this pack is installed in")
 
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "write_random_models.py"), "--out",
+    proc = subprocess.run([sys.executable, "-m", "scripts.write_random_models", "--out",
                            str(tmp_path / "models"), "--comfyui", str(tmp_path / "nowhere")],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode != 0 and "not a ComfyUI tree" in proc.stderr, proc.stdout + proc.stderr
     assert not (tmp_path / "models").exists()

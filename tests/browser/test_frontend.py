@@ -37,36 +37,24 @@ downloads one. Without Chromium the browser tests fail when ``$CI`` is set and a
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import re
 import shutil
 import struct
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from server_harness import NODE_IDS, PACK_FOLDER, REPO_ROOT, Server, comfyui_server, shared_model_tree, unavailable
 
-WORKFLOWS_DIR = REPO_ROOT / "workflows"
+import devtools.workflows as bw
+
 SCREENSHOT_DIR = REPO_ROOT / "docs" / "screenshots"
 README = REPO_ROOT / "README.md"
 UPDATE_ENV = "MAGICANIMATE_UPDATE_SCREENSHOTS"
 
 
-def _load_build_workflows():
-    name = "build_workflows"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, WORKFLOWS_DIR / "build_workflows.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-bw = _load_build_workflows()
 
 #: Every shipped UI-format workflow (a template of this pack).
 UI_WORKFLOWS = sorted(bw.GRAPHS)

@@ -2,41 +2,30 @@
 
 A fresh copy of the ComfyUI tree runs ``main.py --cpu`` on a free loopback port with only this pack enabled
 (symlinked into ``custom_nodes/``), models from a temporary models dir (random weights: full-size SD1.5 checkpoint
-and VAE, tiny MagicAnimate networks with 768-wide cross-attention, see ``fixtures/sd15_files.py``) and temporary
-input/output dirs (``tests/server_harness.py``). The tests talk to it over HTTP only (urllib; results by polling
-``/history``).
+and VAE, tiny MagicAnimate networks with 768-wide cross-attention, see ``devtools/random_weights/sd15_files.py``) and
+temporary input/output dirs (``tests/server_harness.py``). The tests talk to it over HTTP only (urllib; results by
+polling ``/history``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from fixtures.sd15_files import MODEL_FILES
 from server_harness import NODE_IDS, PACK_FOLDER, REPO_ROOT, Server, comfyui_server, saved_files, shared_model_tree
+
+import devtools.workflows as bw
+from devtools.random_weights.sd15_files import MODEL_FILES
 
 WORKFLOW = REPO_ROOT / "workflows" / "api" / "magicanimate_basic.api.json"
 
 RUN_TIMEOUT_S = 900  # a 2-core machine shared with other jobs can be several times slower than idle
 
 
-def _build_workflows():
-    if "build_workflows" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("build_workflows",
-                                                      REPO_ROOT / "workflows" / "build_workflows.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["build_workflows"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["build_workflows"]
-
-
-bw = _build_workflows()
 PEAK_RSS_LIMIT_BYTES = 14 * 2**30
 
 

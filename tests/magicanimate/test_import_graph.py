@@ -119,12 +119,12 @@ def test_only_the_adapter_imports_comfyui():
         assert not any(m == ADAPTER or m.startswith(ADAPTER + ".") for m in graph[name]), f"{name} imports the adapter"
 
 
+# Run with the repository as working directory, which ``python -c`` puts first on sys.path.
 _ISOLATED_IMPORTS = """
 import importlib, json, sys
 from pathlib import Path
 
-tests_dir, repo, comfy_dir, pure, adapter, comfy_modules = sys.argv[1:7]
-sys.path[:0] = [repo, tests_dir]
+comfy_dir, pure, adapter, comfy_modules = sys.argv[1:5]
 failures = []
 
 def fresh(name):
@@ -141,10 +141,8 @@ for name in json.loads(pure):
     loaded = sorted(k for k in sys.modules if k.split(".")[0] in comfy)
     if loaded:
         failures.append(f"{name} loaded ComfyUI modules {loaded[:5]}")
-from comfy_env import bootstrap_inprocess
-sys.path.remove(repo)
-bootstrap_inprocess(Path(comfy_dir))
-sys.path.insert(sys.path.index(str(Path(comfy_dir).resolve())) + 1, repo)
+from devtools.comfy_env import bootstrap_inprocess
+bootstrap_inprocess(Path(comfy_dir))  # ComfyUI's tree first on sys.path, the repository right after it
 for name in json.loads(adapter):
     fresh(name)
 print(json.dumps(failures))
@@ -156,8 +154,8 @@ def test_every_module_imports_on_its_own(comfy_dir):
     adapter = [n for n in names if n == ADAPTER or n.startswith(ADAPTER + ".")]
     pure = [n for n in names if n not in adapter]
     done = subprocess.run(
-        [sys.executable, "-c", _ISOLATED_IMPORTS, str(REPO / "tests"), str(REPO), str(comfy_dir), json.dumps(pure),
-         json.dumps(adapter), json.dumps(sorted(COMFY_MODULES))],
+        [sys.executable, "-c", _ISOLATED_IMPORTS, str(comfy_dir), json.dumps(pure), json.dumps(adapter),
+         json.dumps(sorted(COMFY_MODULES))],
         capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-4000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from pack_loader import PACK_NAME, load_pack, pack_nodes
+
+from devtools.pack import PACK_NAME, load_pack, pack_nodes
 
 UNET_CFG = {"_class_name": "AppearanceEncoderModel", "down_block_types": ["CrossAttnDownBlock2D"],
             "cross_attention_dim": 768, "block_out_channels": [320]}

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import torch
-from pack_loader import PACK_NAME, pack_nodes
 
+from devtools.pack import PACK_NAME, pack_nodes
 from magicanimate.densepose import viridis_curve
 
 BG = torch.tensor([65, 0, 81]) / 255

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from pack_loader import load_pack, pack_nodes
 
+from devtools.pack import load_pack, pack_nodes
 from magicanimate.densepose import viridis_curve
 
 REPO = Path(__file__).resolve().parents[2]

@@ -33,8 +33,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pack_loader import pack_nodes
 from server_harness import NODE_IDS, unavailable
+
+from devtools.pack import pack_nodes
 
 #: query -> node ids it must find (within the first 64 results); where aliases are searched, the first one must be
 #: the first result.

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from pack_loader import load_pack
+from devtools.pack import load_pack
 
 
 def test_entrypoint_lists_seven_nodes_with_tooltips_and_no_v1_mappings():

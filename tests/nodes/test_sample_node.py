@@ -8,9 +8,9 @@ import comfy.model_management
 import comfy.utils
 import pytest
 import torch
-from fixtures.model_files import write_appearance_encoder, write_controlnet, write_temporal_checkpoint
-from pack_loader import pack_nodes
 
+from devtools.pack import pack_nodes
+from devtools.random_weights.model_files import write_appearance_encoder, write_controlnet, write_temporal_checkpoint
 from magicanimate.comfy_adapter.loading import load_temporal_model
 from magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
 from magicanimate.comfy_adapter.payloads import Appearance
@@ -96,7 +96,7 @@ def test_cfg_1_and_independent_noise_and_open_segments_run(models):
     noise per frame (not the tiled 8-frame clip), and a deterministic result."""
     import sys
 
-    from pack_loader import PACK_NAME
+    from devtools.pack import PACK_NAME
 
     pack_nodes()
     recorded_runs = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.animate"].recorded_runs  # the node's copy

@@ -1,4 +1,4 @@
-"""Sanity tests of the test oracle itself (tests/oracle/unet3d.py) and the model-file fixtures (TINY size, CPU)."""
+"""Sanity tests of the test oracle itself (devtools/oracle) and the random-weight model files (TINY size, CPU)."""
 
 from __future__ import annotations
 
@@ -7,23 +7,9 @@ import re
 
 import pytest
 import torch
-from fixtures.model_files import (
-    APPEARANCE_ENCODER_DROPPED_PREFIXES,
-    FULL,
-    TINY,
-    appearance_encoder_config,
-    load_oracle_appearance_encoder,
-    load_oracle_controlnet,
-    load_oracle_unet,
-    make_unet3d_state_dict,
-    random_state_dict,
-    write_appearance_encoder,
-    write_controlnet,
-    write_temporal_checkpoint,
-)
 from safetensors.torch import load_file
 
-from oracle.unet3d import (
+from devtools.oracle import (
     BANK_BLOCK_NAMES,
     MOTION_MODULE_KEY_SUFFIXES,
     OracleAppearanceEncoder,
@@ -37,6 +23,20 @@ from oracle.unet3d import (
     oracle_timesteps,
     oracle_windows,
     sinusoidal_position_table,
+)
+from devtools.random_weights.model_files import (
+    APPEARANCE_ENCODER_DROPPED_PREFIXES,
+    FULL,
+    TINY,
+    appearance_encoder_config,
+    load_oracle_appearance_encoder,
+    load_oracle_controlnet,
+    load_oracle_unet,
+    make_unet3d_state_dict,
+    random_state_dict,
+    write_appearance_encoder,
+    write_controlnet,
+    write_temporal_checkpoint,
 )
 
 diffusers = pytest.importorskip("diffusers")

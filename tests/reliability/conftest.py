@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures.model_files import write_appearance_encoder, write_controlnet, write_temporal_checkpoint
 from reliability.support import TINY32
+
+from devtools.random_weights.model_files import write_appearance_encoder, write_controlnet, write_temporal_checkpoint
 
 HERE = Path(__file__).resolve().parent
 BAD_INPUTS_MD = HERE / "BAD_INPUTS.md"
@@ -117,7 +118,8 @@ def tiny32_files(tmp_path_factory) -> TinyFiles:
 def random_vae():
     """ComfyUI's SD VAE (full size, random fp32 weights, ~335 MB) built in memory."""
     import comfy.sd
-    from fixtures.sd15_files import _random_tensor, sd_vae_shapes
+
+    from devtools.random_weights.sd15_files import _random_tensor, sd_vae_shapes
 
     gen = torch.Generator().manual_seed(5)
     sd = {k: _random_tensor(k, s, gen) for k, s in sd_vae_shapes().items()}

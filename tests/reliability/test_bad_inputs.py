@@ -13,8 +13,9 @@ import time
 import pytest
 import torch
 from comfy.patcher_extension import WrappersMP
-from pack_loader import PACK_NAME, load_pack, pack_nodes
 from reliability.support import text_cond, viridis_frames
+
+from devtools.pack import PACK_NAME, load_pack, pack_nodes
 
 FIX_WORDS = ("connect", "set ", "use ", "must", "make ", "expected", "encode", "load ")
 

@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 import torch
-from fixtures.model_files import _shapes_on_meta, random_state_dict, write_temporal_checkpoint
-from pack_loader import load_pack, pack_nodes
 from reliability.support import TINY32
 from safetensors.torch import save_file
+
+from devtools.pack import load_pack, pack_nodes
+from devtools.random_weights.model_files import _shapes_on_meta, random_state_dict, write_temporal_checkpoint
 
 FIX_WORDS = re.compile(r"expected|download|connect|use |load it|goes in|put ", re.IGNORECASE)
 

@@ -21,8 +21,9 @@ import comfy.utils
 import pytest
 import torch
 from comfy.patcher_extension import WrappersMP
-from pack_loader import PACK_NAME, load_pack, pack_nodes
 from reliability.support import text_cond, viridis_frames
+
+from devtools.pack import PACK_NAME, load_pack, pack_nodes
 
 
 def _mod(name: str):
@@ -34,8 +35,9 @@ class Models:
     def __init__(self, files, vae):
         loading = _mod("magicanimate.comfy_adapter.loading")
         model_files = _mod("magicanimate.comfy_adapter.model_files")
-        from fixtures.model_files import make_unet3d_state_dict
         from reliability.support import TINY32
+
+        from devtools.random_weights.model_files import make_unet3d_state_dict
 
         spatial = {k: v for k, v in make_unet3d_state_dict(TINY32, seed=0).items() if ".motion_modules." not in k}
         self.base, missing, _ = model_files.build_unet(spatial, "sd15.safetensors", "an SD1.5 UNet", torch.float32)

@@ -1,4 +1,4 @@
-"""``scripts/animate.py`` end to end on the ComfyUI the suite runs against (``$COMFYUI_PATH`` when set).
+"""``python -m scripts.animate`` end to end on the ComfyUI the suite runs against (``$COMFYUI_PATH`` when set).
 
 The command-line tool drives ComfyUI's own execution internals in-process (``execution.validate_prompt``,
 ``PromptExecutor`` with a stand-in for the server), which change between ComfyUI versions; the README's quick-start
@@ -24,9 +24,9 @@ def test_main_command_writes_the_demo_video_on_this_comfyui(comfy_dir, tmp_path)
 
     out = tmp_path / "demo.mp4"
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "animate.py"), "--comfyui", str(comfy_dir), "--models-dir",
+        [sys.executable, "-m", "scripts.animate", "--comfyui", str(comfy_dir), "--models-dir",
          str(shared_model_tree()), "--width", "64", "--height", "64", "--steps", "2", "--output", str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+        cwd=REPO, capture_output=True, text=True, timeout=1800)
     log = f"stdout:\n{done.stdout[-6000:]}\nstderr:\n{done.stderr[-6000:]}"
     assert done.returncode == 0, log
     with av.open(str(out)) as container:

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures.model_files import TINY, write_appearance_encoder, write_controlnet, write_temporal_checkpoint
+
+from devtools.random_weights.model_files import (
+    TINY,
+    write_appearance_encoder,
+    write_controlnet,
+    write_temporal_checkpoint,
+)
 
 
 @dataclass

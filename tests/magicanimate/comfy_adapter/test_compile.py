@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 from comfy_api.torch_helpers.torch_compile import set_torch_compile_wrapper
-from fixtures.model_files import TINY
 
+from devtools.random_weights.model_files import TINY
 from magicanimate.comfy_adapter.conditioning import apply_conditioning
 from magicanimate.comfy_adapter.context import SegmentOptions
 from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition

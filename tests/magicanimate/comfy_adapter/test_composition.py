@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fixtures.model_files import write_controlnet
-from pack_loader import pack_nodes
 
+from devtools.pack import pack_nodes
+from devtools.random_weights.model_files import write_controlnet
 from magicanimate.comfy_adapter.model_files import load_densepose_controlnet
 from magicanimate.comfy_adapter.payloads import Appearance
 
@@ -110,7 +110,7 @@ def _recorded_sample(tiny_models, core_controlnet, frames: int, steps: int) -> t
 def _core_control_module():
     import importlib
 
-    from pack_loader import load_pack
+    from devtools.pack import load_pack
 
     return importlib.import_module(load_pack().__name__ + ".magicanimate.comfy_adapter.core_control")
 

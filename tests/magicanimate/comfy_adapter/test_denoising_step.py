@@ -1,4 +1,4 @@
-"""The patched ComfyUI model against the independent oracle (tests/oracle), on tiny random weights.
+"""The patched ComfyUI model against the independent oracle (devtools/oracle), on tiny random weights.
 
 These are the faithfulness tests: the same files are loaded by the project's loaders into ComfyUI's own UNet,
 ControlNet and sampler, and by the oracle into plainly written modules; outputs must agree to fp32 rounding.
@@ -10,9 +10,14 @@ import comfy.model_management
 import pytest
 import torch
 from comfy.patcher_extension import WrappersMP
-from fixtures.model_files import TINY, load_oracle_appearance_encoder, load_oracle_controlnet, load_oracle_unet
-from oracle.unet3d import oracle_alphas_cumprod, oracle_step, oracle_windows
 
+from devtools.oracle import oracle_alphas_cumprod, oracle_step, oracle_windows
+from devtools.random_weights.model_files import (
+    TINY,
+    load_oracle_appearance_encoder,
+    load_oracle_controlnet,
+    load_oracle_unet,
+)
 from magicanimate.comfy_adapter.conditioning import apply_conditioning
 from magicanimate.comfy_adapter.context import SegmentOptions
 from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition

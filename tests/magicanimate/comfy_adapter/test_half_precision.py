@@ -10,8 +10,8 @@ from __future__ import annotations
 import comfy.model_management
 import pytest
 import torch
-from fixtures.model_files import TINY
 
+from devtools.random_weights.model_files import TINY
 from magicanimate.comfy_adapter.conditioning import apply_conditioning
 from magicanimate.comfy_adapter.context import SegmentOptions
 from magicanimate.comfy_adapter.loading import load_temporal_model

@@ -12,7 +12,9 @@ import comfy.utils
 import pytest
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-from fixtures.model_files import (
+
+from devtools.oracle import OracleUNet3D
+from devtools.random_weights.model_files import (
     APPEARANCE_ENCODER_DROPPED_PREFIXES,
     FULL,
     TINY,
@@ -21,8 +23,6 @@ from fixtures.model_files import (
     appearance_encoder_config,
     write_temporal_checkpoint,
 )
-from oracle.unet3d import OracleUNet3D
-
 from magicanimate.comfy_adapter.loading import load_temporal_model
 from magicanimate.comfy_adapter.model_files import (
     _is_unused_tail,

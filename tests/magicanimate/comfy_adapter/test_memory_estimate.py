@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 from comfy.patcher_extension import WrappersMP
-from fixtures.model_files import TINY
 
+from devtools.random_weights.model_files import TINY
 from magicanimate.comfy_adapter.appearance import run_encoder
 from magicanimate.comfy_adapter.conditioning import apply_conditioning
 from magicanimate.comfy_adapter.context import SegmentOptions

@@ -6,8 +6,8 @@ import comfy.model_patcher
 import comfy.supported_models
 import pytest
 import torch
-from fixtures.model_files import TINY
 
+from devtools.random_weights.model_files import TINY
 from magicanimate.comfy_adapter.model_files import sd15_unet_config
 from magicanimate.comfy_adapter.model_tree import DYNAMIC_STATE, private_tree
 

@@ -14,10 +14,10 @@ import comfy.sample
 import comfy.sd
 import pytest
 import torch
-from fixtures.model_files import TINY, write_temporal_checkpoint
-from pack_loader import load_pack, pack_nodes
 from safetensors.torch import save_file
 
+from devtools.pack import load_pack, pack_nodes
+from devtools.random_weights.model_files import TINY, write_temporal_checkpoint
 from magicanimate.comfy_adapter.loading import load_temporal_model
 from magicanimate.comfy_adapter.model_files import build_unet
 from magicanimate.comfy_adapter.motion_lora import apply_motion_lora

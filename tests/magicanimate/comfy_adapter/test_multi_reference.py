@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import comfy.model_management
 import torch
-from fixtures.model_files import TINY
 
+from devtools.random_weights.model_files import TINY
 from magicanimate.comfy_adapter import appearance
 from magicanimate.comfy_adapter.appearance import attn1_modules, run_encoder
 from magicanimate.comfy_adapter.conditioning import apply_conditioning

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from pack_loader import pack_nodes
 
+from devtools.pack import pack_nodes
 from magicanimate.comfy_adapter.payloads import Appearance
 
 REPO = Path(__file__).resolve().parents[3]
@@ -53,9 +53,8 @@ def test_write_parity_latents(tiny_models, tmp_path):
     target = os.environ.get(OUT_ENV)
     if not target:
         pytest.skip(f"run by test_outputs_equal_the_oldest_supported_comfyui (needs ${OUT_ENV})")
-    from fixtures.model_files import write_controlnet
-
     import nodes as comfy_nodes
+    from devtools.random_weights.model_files import write_controlnet
     from magicanimate.comfy_adapter.model_files import load_densepose_controlnet
 
     write_controlnet(tmp_path / "cn", dict(block_out_channels=(32, 64, 128, 128), cross_attention_dim=32), seed=7)

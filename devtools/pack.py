@@ -1,4 +1,4 @@
-"""Import this repository as a ComfyUI custom-node package (as ComfyUI's loader does), for in-process tests."""
+"""Import this repository as a ComfyUI custom-node package (as ComfyUI's loader does), for tests and tools."""
 
 from __future__ import annotations
 

@@ -31,6 +31,6 @@ def test_copy_has_no_extra_model_paths_yaml(comfy_dir: Path) -> None:
 
 
 def test_bootstrap_is_idempotent(comfy_dir: Path) -> None:
-    from comfy_env import bootstrap_inprocess
+    from devtools.comfy_env import bootstrap_inprocess
 
     bootstrap_inprocess(comfy_dir)  # second call: no-op, no error

@@ -1,21 +1,17 @@
 """Random-weight MagicAnimate networks in the real file layouts, loaded in-process through ComfyUI (for benches).
 
-Shared by ``temporal_sample.py`` and ``multi_reference.py``: a scratch ComfyUI copy is bootstrapped (CPU unless CUDA is
-present), the three MagicAnimate files are written once (``--workdir`` keeps them between runs) and loaded by the
-pack's own loaders, so a bench measures what a user's files cost.
+Shared by ``bench/temporal_sample.py`` and ``bench/multi_reference.py``: a scratch ComfyUI copy is bootstrapped (CPU
+unless CUDA is present), the three MagicAnimate files are written once (``--workdir`` keeps them between runs) and
+loaded by the pack's own loaders, so a bench measures what a user's files cost.
 """
 
 from __future__ import annotations
 
 import gc
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
 DTYPES = ("fp16", "bf16", "fp32")
 
@@ -32,13 +28,13 @@ class Networks:
 
 
 def bootstrap() -> Path:
-    """Bootstrap a scratch ComfyUI copy in-process and put the repository on ``sys.path``; returns the scratch dir."""
+    """Bootstrap a scratch ComfyUI copy in-process (the repository stays importable); returns the scratch dir."""
     import torch
-    from comfy_env import bootstrap_inprocess, prepare_comfyui_copy
+
+    from devtools.comfy_env import bootstrap_inprocess, prepare_comfyui_copy
 
     scratch = Path(tempfile.mkdtemp(prefix="ma-bench-"))
     bootstrap_inprocess(prepare_comfyui_copy(scratch / "ComfyUI"), cpu=not torch.cuda.is_available())
-    sys.path.insert(1, str(REPO))
     return scratch
 
 
@@ -48,8 +44,14 @@ def load_networks(config: str, dtype: str, workdir: str | None, scratch: Path) -
     ``config``: "full" (the real shapes) or "tiny"; ``dtype``: one of :data:`DTYPES`. Call after :func:`bootstrap`.
     """
     import torch
-    from fixtures.model_files import FULL, TINY, write_appearance_encoder, write_controlnet, write_temporal_checkpoint
 
+    from devtools.random_weights.model_files import (
+        FULL,
+        TINY,
+        write_appearance_encoder,
+        write_controlnet,
+        write_temporal_checkpoint,
+    )
     from magicanimate.comfy_adapter.loading import load_temporal_model
     from magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
 

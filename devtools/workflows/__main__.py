@@ -1,0 +1,7 @@
+"""``python -m devtools.workflows [--check] [--out DIR]``: write (or check) the shipped workflow JSON files."""
+
+import sys
+
+from .build import main
+
+sys.exit(main())
