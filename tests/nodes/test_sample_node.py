@@ -8,32 +8,16 @@ import comfy.model_management
 import comfy.utils
 import pytest
 import torch
+from tiny_models import viridis_frames
 
 from devtools.pack import pack_nodes
-from devtools.random_weights.model_files import write_appearance_encoder, write_controlnet, write_temporal_checkpoint
-from magicanimate.comfy_adapter.loading import load_temporal_model
-from magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
 from magicanimate.comfy_adapter.payloads import Appearance
-from magicanimate.densepose import viridis_curve
-
-CFG = dict(block_out_channels=(32, 64, 128, 128), cross_attention_dim=32)
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ma")
-    write_temporal_checkpoint(root / "t.ckpt", CFG, seed=0)
-    write_appearance_encoder(root / "ae", CFG, seed=1)
-    write_controlnet(root / "cn", CFG, seed=2)
-    return (load_temporal_model(str(root / "t.ckpt"), torch.float32).model,
-            load_appearance_encoder(str(root / "ae"), torch.float32), load_densepose_controlnet(str(root / "cn")))
-
-
-def viridis_frames(n, size=64):
-    curve = viridis_curve()
-    idx = torch.zeros(n, size, size, dtype=torch.long)
-    idx[:, 16:48, 24:40] = torch.arange(n).view(n, 1, 1) * 3 % 200 + 40   # a moving "body" on the background
-    return curve[idx]
+def models(tiny_models):
+    temporal, encoder, control = tiny_models
+    return temporal.model, encoder, control
 
 
 def run(models, frames, steps=1, cfg=7.5, **kw):

@@ -1,4 +1,4 @@
-"""Fixtures of the reliability suite (issue #6): tiny models, a random full-size VAE, and the bad-input log.
+"""Fixtures of the reliability suite: a random full-size VAE and the bad-input log (tiny models: tests/tiny_models.py).
 
 Every test that feeds the pack a bad input records the input and the exact message it got with :func:`record`.
 ``MA_WRITE_BAD_INPUTS=1 pytest tests/reliability`` rewrites ``tests/reliability/BAD_INPUTS.md`` from what was observed
@@ -11,14 +11,10 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from reliability.support import TINY32
-
-from devtools.random_weights.model_files import write_appearance_encoder, write_controlnet, write_temporal_checkpoint
 
 HERE = Path(__file__).resolve().parent
 BAD_INPUTS_MD = HERE / "BAD_INPUTS.md"
@@ -92,26 +88,6 @@ def bad_input_log():
     if missing:
         print(f"\n[reliability] {len(missing)} bad inputs are not in {BAD_INPUTS_MD.name} (regenerate it with "
               f"MA_WRITE_BAD_INPUTS=1): {missing}")
-
-
-@dataclass
-class TinyFiles:
-    root: Path
-    temporal: Path
-    motion_only: Path
-    appearance: Path
-    controlnet: Path
-
-
-@pytest.fixture(scope="session")
-def tiny32_files(tmp_path_factory) -> TinyFiles:
-    root = tmp_path_factory.mktemp("reliability_models")
-    write_temporal_checkpoint(root / "temporal_attention.ckpt", TINY32, seed=0)
-    write_temporal_checkpoint(root / "motion_only.ckpt", TINY32, seed=0, kind="motion_only")
-    write_appearance_encoder(root / "appearance_encoder", TINY32, seed=1)
-    write_controlnet(root / "densepose_controlnet", TINY32, seed=2)
-    return TinyFiles(root, root / "temporal_attention.ckpt", root / "motion_only.ckpt",
-                     root / "appearance_encoder", root / "densepose_controlnet")
 
 
 @pytest.fixture(scope="session")

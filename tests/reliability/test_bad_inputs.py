@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 from comfy.patcher_extension import WrappersMP
-from reliability.support import text_cond, viridis_frames
+from tiny_models import text_cond, viridis_frames
 
 from devtools.pack import PACK_NAME, load_pack, pack_nodes
 
@@ -27,13 +27,13 @@ def nodes():
 
 
 @pytest.fixture(scope="module")
-def models(tiny32_files):
+def models(tiny_files):
     pack = load_pack()
     loading = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.loading"]
     files = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.model_files"]
-    temporal = loading.load_temporal_model(str(tiny32_files.temporal), torch.float32)
-    encoder = files.load_appearance_encoder(str(tiny32_files.appearance), torch.float32)
-    control = files.load_densepose_controlnet(str(tiny32_files.controlnet), torch.float32)
+    temporal = loading.load_temporal_model(str(tiny_files.temporal), torch.float32)
+    encoder = files.load_appearance_encoder(str(tiny_files.appearance), torch.float32)
+    control = files.load_densepose_controlnet(str(tiny_files.controlnet), torch.float32)
     assert pack is not None
     return temporal.model, encoder, control
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import torch
-from reliability.support import TINY32
 from safetensors.torch import save_file
+from tiny_models import TINY32
 
 from devtools.pack import load_pack, pack_nodes
 from devtools.random_weights.model_files import _shapes_on_meta, random_state_dict, write_temporal_checkpoint
@@ -263,13 +263,13 @@ BAD_FILES = [
 
 
 @pytest.fixture(scope="module")
-def loader_node(tiny32_files, monkeypatch_module):
+def loader_node(tiny_files, monkeypatch_module):
     """The pack's LoadMagicAnimate with ``models/magicanimate`` pointing at the session's tiny files."""
     import folder_paths
 
     load_pack()
     exts = set(folder_paths.folder_names_and_paths.get("magicanimate", ([], set()))[1]) or {".ckpt", ".safetensors"}
-    monkeypatch_module.setitem(folder_paths.folder_names_and_paths, "magicanimate", ([str(tiny32_files.root)], exts))
+    monkeypatch_module.setitem(folder_paths.folder_names_and_paths, "magicanimate", ([str(tiny_files.root)], exts))
     return pack_nodes()["MagicAnimateLoader"]
 
 
@@ -280,19 +280,19 @@ def monkeypatch_module():
 
 
 @pytest.mark.parametrize("bad", BAD_FILES, ids=[b.kind for b in BAD_FILES])
-def test_bad_file_is_refused_by_name_and_left_untouched(bad, tiny32_files, loader_node, tmp_path, bad_input_log):
+def test_bad_file_is_refused_by_name_and_left_untouched(bad, tiny_files, loader_node, tmp_path, bad_input_log):
     from magicanimate.errors import CheckpointError  # noqa: F401  (the pack's own copy is checked below)
 
-    bad_dir = tiny32_files.root / f"bad_{BAD_FILES.index(bad)}"
+    bad_dir = tiny_files.root / f"bad_{BAD_FILES.index(bad)}"
     bad_dir.mkdir(exist_ok=True)
     marker = tmp_path / "pwned"
-    path = bad.write(bad_dir, tiny32_files, marker)
-    name = str(path.relative_to(tiny32_files.root))
+    path = bad.write(bad_dir, tiny_files, marker)
+    name = str(path.relative_to(tiny_files.root))
     args = dict(temporal_checkpoint="temporal_attention.ckpt", appearance_encoder="appearance_encoder",
                 densepose_controlnet="densepose_controlnet", weight_dtype="fp32")
     args[{"temporal": "temporal_checkpoint", "appearance": "appearance_encoder",
           "controlnet": "densepose_controlnet"}[bad.slot]] = name
-    before, listing = _tree_digest(path), _listing(tiny32_files.root)
+    before, listing = _tree_digest(path), _listing(tiny_files.root)
     try:
         with pytest.raises(Exception) as info:
             loader_node.execute(**args)
@@ -307,7 +307,7 @@ def test_bad_file_is_refused_by_name_and_left_untouched(bad, tiny32_files, loade
         assert "\n" not in message and len(message) < 600, message
         assert not marker.exists(), "unpickling ran code"
         assert _tree_digest(path) == before, "the file was modified"
-        assert _listing(tiny32_files.root) == listing, "files were created or removed"
+        assert _listing(tiny_files.root) == listing, "files were created or removed"
     finally:
         shutil.rmtree(bad_dir, ignore_errors=True)
 
@@ -329,10 +329,10 @@ def test_pack_never_unpickles_with_code_execution():
         assert "load_torch_file(" not in text or "safe_load=True" in text, path
 
 
-def test_loader_reads_config_json_without_evaluating_it(tiny32_files, loader_node, tmp_path):
+def test_loader_reads_config_json_without_evaluating_it(tiny_files, loader_node, tmp_path):
     """config.json is data: a config with Python-looking payloads is read as JSON only and the model loads."""
-    folder = tiny32_files.root / "appearance_encoder_odd_config"
-    shutil.copytree(tiny32_files.appearance, folder)
+    folder = tiny_files.root / "appearance_encoder_odd_config"
+    shutil.copytree(tiny_files.appearance, folder)
     try:
         cfg = json.loads((folder / "config.json").read_text())
         cfg["_class_name"] = "__import__('os').system('touch " + str(tmp_path / "pwned") + "')"

@@ -21,7 +21,7 @@ import comfy.utils
 import pytest
 import torch
 from comfy.patcher_extension import WrappersMP
-from reliability.support import text_cond, viridis_frames
+from tiny_models import text_cond, viridis_frames
 
 from devtools.pack import PACK_NAME, load_pack, pack_nodes
 
@@ -35,7 +35,7 @@ class Models:
     def __init__(self, files, vae):
         loading = _mod("magicanimate.comfy_adapter.loading")
         model_files = _mod("magicanimate.comfy_adapter.model_files")
-        from reliability.support import TINY32
+        from tiny_models import TINY32
 
         from devtools.random_weights.model_files import make_unet3d_state_dict
 
@@ -86,8 +86,8 @@ class Models:
 
 
 @pytest.fixture(scope="module")
-def shared(tiny32_files, random_vae):
-    models = Models(tiny32_files, random_vae)
+def shared(tiny_files, random_vae):
+    models = Models(tiny_files, random_vae)
     models.plain_fresh = models.plain_ksampler()   # before MagicAnimate ever touched the UNet
     models.animated = models.animate()
     assert models.animated.shape == (12, 64, 64, 3) and torch.isfinite(models.animated).all()

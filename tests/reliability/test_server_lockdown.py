@@ -33,15 +33,15 @@ LINKED = "linked"                # the symlink in models/magicanimate pointing a
 
 
 @pytest.fixture(scope="module")
-def layout(tmp_path_factory, tiny32_files) -> dict:
+def layout(tmp_path_factory, tiny_files) -> dict:
     base = tmp_path_factory.mktemp("lockdown")
     models = base / "models"
     folder = models / "magicanimate"
     folder.mkdir(parents=True)
     (models / "checkpoints").mkdir()
     (models / "checkpoints" / "placeholder.safetensors").write_bytes(b"")  # listed for validation; never loaded
-    os.symlink(tiny32_files.root, folder / LINKED)
-    sd = torch.load(tiny32_files.temporal, weights_only=True)
+    os.symlink(tiny_files.root, folder / LINKED)
+    sd = torch.load(tiny_files.temporal, weights_only=True)
     sd = sd.get("state_dict", sd)
     bad_key = sorted(k for k in sd if ".motion_modules." in k)[0]
     sd[bad_key] = sd[bad_key].clone()
@@ -58,7 +58,7 @@ def layout(tmp_path_factory, tiny32_files) -> dict:
     secret.mkdir()
     (secret / "secret.ckpt").write_bytes(f"c{SECRET}\n{SECRET}\n(tR.".encode())
     (secret / "notes.txt").write_text(f"api_key={SECRET}\n")
-    shutil.copytree(tiny32_files.appearance, secret / "encoder")
+    shutil.copytree(tiny_files.appearance, secret / "encoder")
     (secret / "encoder" / "config.json").write_text(json.dumps({"_class_name": SECRET}))
     return dict(base=base, models=models, folder=folder, secret=secret, nan_key=bad_key)
 

@@ -52,7 +52,7 @@ IDS = dict(ckpt="1", image="2", loader="3", vae="4", video="5", components="6", 
 
 
 @pytest.fixture(scope="module")
-def hostile_models(tmp_path_factory, tiny32_files) -> Path:
+def hostile_models(tmp_path_factory, tiny_files) -> Path:
     """A second models root holding broken MagicAnimate files (listed by the loader next to the good ones)."""
     root = tmp_path_factory.mktemp("hostile_models")
     folder = root / "magicanimate"
@@ -67,7 +67,7 @@ def hostile_models(tmp_path_factory, tiny32_files) -> Path:
 
     with open(folder / "evil.ckpt", "wb") as fh:
         pickle.dump({"state_dict": {"x": Pwn()}}, fh, protocol=2)
-    data = (tiny32_files.appearance / "diffusion_pytorch_model.safetensors").read_bytes()
+    data = (tiny_files.appearance / "diffusion_pytorch_model.safetensors").read_bytes()
     (folder / "truncated.safetensors").write_bytes(data[: len(data) // 3])
     return root
 

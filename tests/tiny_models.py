@@ -1,0 +1,85 @@
+"""The suite's one set of tiny MagicAnimate networks, and the inputs the tests feed them.
+
+Tiny random-weight files in the real layouts (SD1.5's block structure at widths 32-128 with 32-wide text
+conditioning, fast on a CPU), written once per session and loaded by the pack's real loading code. Registered as a
+pytest plugin by ``tests/conftest.py``, so every test can ask for ``tiny_files`` or ``tiny_models``; the helpers are
+importable as ``tiny_models.<name>`` (``tests/`` is on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from devtools.random_weights.model_files import (
+    TINY,
+    write_appearance_encoder,
+    write_controlnet,
+    write_temporal_checkpoint,
+)
+
+#: The tiny networks' configuration (the same as ``devtools.random_weights.model_files.TINY``).
+TINY32 = TINY
+
+
+@dataclass
+class TinyFiles:
+    """The session's tiny model files: ``root`` is a ``models/magicanimate``-style folder holding them all."""
+
+    root: Path
+    temporal: Path  # full temporal checkpoint (SD1.5 UNet + motion modules)
+    temporal_sd: dict  # its state dict
+    motion_only: Path  # the motion modules alone (needs a MODEL input)
+    appearance: Path  # appearance-encoder folder (config.json + weights)
+    controlnet: Path  # DensePose ControlNet folder
+
+
+def write_tiny_files(root: Path) -> TinyFiles:
+    """Write the tiny files under ``root`` (seeds 0, 1, 2 for the denoiser, encoder and ControlNet)."""
+    temporal = root / "temporal_attention.ckpt"
+    sd = write_temporal_checkpoint(temporal, TINY, seed=0)
+    write_temporal_checkpoint(root / "motion_only.ckpt", TINY, seed=0, kind="motion_only")
+    write_appearance_encoder(root / "appearance_encoder", TINY, seed=1)
+    write_controlnet(root / "densepose_controlnet", TINY, seed=2)
+    return TinyFiles(root, temporal, sd, root / "motion_only.ckpt", root / "appearance_encoder",
+                     root / "densepose_controlnet")
+
+
+@pytest.fixture(scope="session")
+def tiny_files(tmp_path_factory) -> TinyFiles:
+    return write_tiny_files(tmp_path_factory.mktemp("magicanimate_models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_files):
+    """(temporal model, appearance encoder, DensePose ControlNet) loaded in float32 by the pack's loaders."""
+    from magicanimate.comfy_adapter.loading import load_temporal_model
+    from magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
+
+    torch.manual_seed(0)
+    temporal = load_temporal_model(str(tiny_files.temporal), torch.float32)
+    encoder = load_appearance_encoder(str(tiny_files.appearance), torch.float32)
+    control = load_densepose_controlnet(str(tiny_files.controlnet), torch.float32)
+    return temporal, encoder, control
+
+
+def viridis_frames(n: int, height: int = 64, width: int = 64, expand: bool = False) -> torch.Tensor:
+    """``n`` DensePose-looking IMAGE frames ``(n, height, width, 3)``: viridis background, a moving viridis "body"
+    whose colour steps with the frame index; ``expand``: one frame repeated as a view (no memory for long videos)."""
+    from magicanimate.densepose import viridis_curve
+
+    curve = viridis_curve()
+    count = 1 if expand else n
+    idx = torch.zeros(count, height, width, dtype=torch.long)
+    top, left = height // 4, width * 3 // 8
+    idx[:, top:height - top, left:width - left] = torch.arange(count).view(count, 1, 1) * 3 % 200 + 40
+    frames = curve[idx]
+    return frames.expand(n, -1, -1, -1) if expand else frames
+
+
+def text_cond(width: int = 32, value: float = 0.0) -> list:
+    """A CONDITIONING of one all-``value`` text embedding ``(1, 77, width)``."""
+    return [[torch.full((1, 77, width), value), {}]]
