@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from .errors import MagicAnimateError
-from .memory import available_ram_bytes, format_bytes
+from .ram_check import available_ram_bytes, format_bytes
 
 __all__ = ["FIT_MODES", "fit_images", "to_rgb", "check_fit_fits"]
 
