@@ -1,4 +1,4 @@
-"""Fixtures of the reliability suite (issue #6): tiny models, a random full-size VAE, and the bad-input log.
+"""Fixtures of the reliability suite: tiny models, a random full-size VAE, and the bad-input log.
 
 Every test that feeds the pack a bad input records the input and the exact message it got with :func:`record`.
 ``MA_WRITE_BAD_INPUTS=1 pytest tests/reliability`` rewrites ``tests/reliability/BAD_INPUTS.md`` from what was observed

@@ -1,4 +1,4 @@
-"""A long-running, shared ComfyUI server: interruption, repeated runs, caching and a mixed queue (issue #6).
+"""A long-running, shared ComfyUI server: interruption, repeated runs, caching and a mixed queue.
 
 One module-scoped server (``tests/server_harness.py``: ``main.py --cpu``, random full-size SD1.5 checkpoint and VAE,
 tiny MagicAnimate networks), driven over HTTP and its websocket. Tests run in file order:
