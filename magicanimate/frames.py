@@ -1,4 +1,4 @@
-"""Fitting images and pose frames to the working size (reference spec section 1, items 2 and 4).
+"""Fitting images and pose frames to the working size (docs/ARCHITECTURE.md, "Input preprocessing").
 
 The reference stretches every image to 512x512 with PIL's bicubic filter (antialiased when downscaling); ``stretch``
 reproduces that through PIL itself on 8-bit pixels. ``pad`` and ``crop`` keep the aspect ratio instead.
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from .errors import MagicAnimateError
-from .memory import available_ram_bytes, format_bytes
+from .ram_check import available_ram_bytes, format_bytes
 
 __all__ = ["FIT_MODES", "fit_images", "to_rgb", "check_fit_fits"]
 

@@ -1,4 +1,7 @@
-"""AnimateDiff-v1 style motion modules as used by MagicAnimate (reference spec section 2.3).
+"""AnimateDiff-v1 style motion modules as used by MagicAnimate.
+
+docs/ARCHITECTURE.md, "Denoiser structure" describes their math and placement; "Motion-module checkpoint keys" their
+names and shapes.
 
 A motion module maps per-frame features ``(b*f, C, h, w)`` to themselves plus a temporal transformer's output: each
 spatial location attends across the ``f`` frames of its window. Parameter names equal the checkpoint keys

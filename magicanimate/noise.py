@@ -1,4 +1,4 @@
-"""Initial noise for a video (reference spec section 5.2).
+"""Initial noise for a video (docs/ARCHITECTURE.md, "Schedule, timesteps and noise scaling").
 
 The reference draws one 16-frame clip ``(1, 4, 16, h, w)`` and tiles it along time, so frame ``k`` starts from clip
 frame ``k mod 16``. The paper reports that this shared noise helps consistency across segments. Independent per-frame

@@ -1,4 +1,4 @@
-"""The MagicAnimate noise schedule and DDIM timesteps (reference spec section 5.1).
+"""The MagicAnimate noise schedule and DDIM timesteps (docs/ARCHITECTURE.md, "Schedule, timesteps and noise scaling").
 
 MagicAnimate uses diffusers' ``DDIMScheduler(beta_schedule="linear")``: betas linear in beta (ComfyUI calls this
 ``sqrt_linear``), *not* SD1.5's scaled-linear table. Timesteps use "leading" spacing with ``steps_offset=1``.
@@ -70,8 +70,8 @@ def pure_noise_scale(sigma0: float) -> float:
     """Factor that turns ComfyUI's start ``noise * sigma0`` into diffusers' ``x_T = noise``.
 
     ComfyUI samples in x / sqrt(alpha_bar) coordinates and starts from ``noise * sigma0``; the reference starts from
-    ``x_T = noise``, i.e. ``noise / sqrt(alpha_bar) = noise * sqrt(1 + sigma0^2)`` in those coordinates
-    (integration map finding B5). Multiply the noise by this factor for a pure-noise start.
+    ``x_T = noise``, i.e. ``noise / sqrt(alpha_bar) = noise * sqrt(1 + sigma0^2)`` in those coordinates. Multiply
+    the noise by this factor for a pure-noise start.
     """
     s = float(sigma0)
     if s <= 0:

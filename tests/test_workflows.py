@@ -191,7 +191,7 @@ def test_api_workflow_is_accepted_by_comfyui(comfy_nodes, graph, tmp_path, monke
              "magicanimate": [bw.TEMPORAL_CHECKPOINT]
              + [f"{d}/{f}" for d in (bw.APPEARANCE_ENCODER, bw.DENSEPOSE_CONTROLNET)
                 for f in ("config.json", "diffusion_pytorch_model.safetensors")]}
-    # The loader lists a folder only when its config.json names the right network (issue 9).
+    # The loader lists a folder only when its config.json names the right network.
     configs = {f"{bw.APPEARANCE_ENCODER}/config.json": b'{"_class_name": "UNet2DConditionModel"}',
                f"{bw.DENSEPOSE_CONTROLNET}/config.json": b'{"_class_name": "ControlNetModel"}'}
     for folder, files in names.items():

@@ -10,8 +10,8 @@ See docs/ARCHITECTURE.md ("Where each concept lives") for the map. Modules:
   per-frame ControlNet residual cache; ``attention_chain``: reference attention chained with other nodes' replaces;
   ``payloads``: the Appearance and PoseCondition data the nodes pass.
 - ``context``: the segment (context window) loop; ``core_control``: core ControlNets under those windows.
-- ``memory_estimate``: ComfyUI's memory estimate for the MagicAnimate MODEL; ``composition_checks``: what core nodes
-  did to the MODEL, checked when a run starts.
+- ``memory_required``: the MagicAnimate MODEL's answer to ComfyUI's ``BaseModel.memory_required`` (one window's
+  device memory); ``composition_checks``: what core nodes did to the MODEL, checked when a run starts.
 - ``sampling``: sampler choice, sigmas, noise and ``sample_video``; ``animate``: one whole animation, the entry point
   of Temporal Sample.
 - ``keys``: every wrapper, injection and option key; ``dtypes``: the dtype a network computes in.

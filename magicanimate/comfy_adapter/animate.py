@@ -20,7 +20,7 @@ import torch
 
 from ..errors import MagicAnimateError
 from ..frames import fit_images
-from ..memory import check_run_fits
+from ..ram_check import check_run_fits
 from ..windows import padded_length
 from .composition_checks import check_temporal_sample
 from .conditioning import apply_conditioning

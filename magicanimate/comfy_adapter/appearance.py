@@ -2,7 +2,7 @@
 
 Per model evaluation (one sampler step) the appearance encoder runs once, at batch K (1 to 4 reference images), on
 the clean reference latents at the current timestep with the conditional text context, and stops right after its
-last captured ``norm1`` (docs/ARCHITECTURE.md, "Appearance-encoder tail"). The K images' tokens of each block are
+last captured ``norm1`` (docs/ARCHITECTURE.md, "Denoiser structure"). The K images' tokens of each block are
 concatenated along the token axis, so one image is exactly the reference. The 10 mid/up self-attentions of the
 denoiser get the reference tokens as extra keys/values for conditional rows only; those keys/values are projected
 once per block per step and shared by all frames and windows.

@@ -28,7 +28,7 @@ from .conditioning_state import ConditioningState
 from .context import SegmentOptions
 from .dtypes import compute_dtype
 from .keys import CONDITIONING
-from .memory_estimate import update_memory_estimate
+from .memory_required import update_memory_estimate
 from .payloads import Appearance, PoseCondition
 from .pose_residuals import begin_step, merge_control, release_window, residuals_for_batch, residuals_for_window
 from .temporal import set_segments

@@ -2,7 +2,8 @@
 
 The default "reference DDIM" is ComfyUI's ``ddim`` sampler (Euler in sigma space) walking the reference's exact
 timesteps 961, 921, ..., 1 (any step count), starting from noise scaled so it equals the reference's ``x_T``
-(integration findings B3, B4, B5). Any other ComfyUI sampler/scheduler pair can be chosen instead.
+(docs/ARCHITECTURE.md, "Schedule, timesteps and noise scaling"). Any other ComfyUI sampler/scheduler pair can be
+chosen instead.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from .composition_checks import install_core_sampler_check
 from .context import SegmentHandler, SegmentOptions
 from .dtypes import compute_dtype
 from .keys import FRAMES_WRAPPER, POSITIONS_WRAPPER, TEMPORAL_INJECTIONS
-from .memory_estimate import update_memory_estimate
+from .memory_required import update_memory_estimate
 from .model_sampling import make_model_sampling
 from .model_tree import private_tree
 

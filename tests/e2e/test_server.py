@@ -1,4 +1,4 @@
-"""End to end through a real headless ComfyUI server (spec comfyui-integration.md §8).
+"""End to end through a real headless ComfyUI server.
 
 A fresh copy of the ComfyUI tree runs ``main.py --cpu`` on a free loopback port with only this pack enabled
 (symlinked into ``custom_nodes/``), models from a temporary models dir (random weights: full-size SD1.5 checkpoint

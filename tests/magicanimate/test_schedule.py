@@ -1,4 +1,4 @@
-"""The reference DDIM schedule (spec section 5.1)."""
+"""The reference DDIM schedule (docs/ARCHITECTURE.md, "Schedule, timesteps and noise scaling")."""
 
 import math
 

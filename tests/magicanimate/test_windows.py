@@ -1,4 +1,4 @@
-"""Segment windows against the table in the reference spec (section 5.4)."""
+"""Segment windows against the reference scheduler's layouts (docs/ARCHITECTURE.md, "The uniform context scheduler")."""
 
 import pytest
 

@@ -1,5 +1,5 @@
 """The installed frontend's own node search finds the pack's nodes by the words users type: "densepose", "pose video",
-"dance", "Animate Anyone" (issue 11), and by their search aliases where the frontend searches them (issue 3).
+"dance", "Animate Anyone", and by their search aliases where the frontend searches them.
 
 Both places users search the node library (the search box and the node library sidebar) call
 ``NodeSearchService.searchNode``: Fuse.js with ``threshold: 0.3`` and Fuse's default ``location: 0, distance: 100``

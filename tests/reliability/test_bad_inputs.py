@@ -230,10 +230,10 @@ def test_wrong_models_conditioning_and_latents_are_refused(nodes, models, bad_in
 
 
 def test_10000_frames_that_cannot_fit_are_refused_up_front(nodes, models, monkeypatch, bad_input_log):
-    memory = sys.modules[f"{PACK_NAME}.magicanimate.memory"]
+    ram_check = sys.modules[f"{PACK_NAME}.magicanimate.ram_check"]
     pose = pose_of(nodes, models, viridis_frames(10_000, expand=True))   # a view: no memory
     appearance = appearance_latent(models, size=64)                       # a 512x512 video
-    monkeypatch.setattr(memory, "available_ram_bytes", lambda: 16 * 10**9)
+    monkeypatch.setattr(ram_check, "available_ram_bytes", lambda: 16 * 10**9)
     started = time.monotonic()
     message = refused(bad_input_log, "10,000-frame request at 512x512 (16 GB of RAM available)",
                       lambda: sample(nodes, models, appearance, pose), "10000 frames at 512x512", "need about",

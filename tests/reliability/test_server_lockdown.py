@@ -1,4 +1,4 @@
-"""Locked down, through a real server (issue #9): what an attacker can POST to ``/prompt`` and ``/upload/image``.
+"""Locked down, through a real server: what an attacker can POST to ``/prompt`` and ``/upload/image``.
 
 One module-scoped server (``tests/server_harness.py``, ``main.py --cpu``) with a small models dir: the tiny MagicAnimate
 files reached through a symlink the user placed in ``models/magicanimate/``, a checkpoint holding a NaN, a compressed

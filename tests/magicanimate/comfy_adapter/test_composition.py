@@ -1,4 +1,4 @@
-"""The MagicAnimate MODEL composed with core ComfyUI nodes (issue 10's table), on tiny random models.
+"""The MagicAnimate MODEL composed with core ComfyUI nodes, on tiny random models.
 
 Each test is one row of the README table "Composing with core nodes".
 """

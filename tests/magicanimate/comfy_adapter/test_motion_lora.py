@@ -1,4 +1,4 @@
-"""The motion modules reached by ComfyUI's LoRA and merge machinery (issue 10, Deliver 4), on tiny random models.
+"""The motion modules reached by ComfyUI's LoRA and merge machinery, on tiny random models.
 
 The motion modules are ``diffusion_model.motion_modules`` of the MagicAnimate MODEL: AnimateDiff-layout motion LoRAs
 (the Motion LoRA node), core LoraLoaderModelOnly with ComfyUI's generic key form and ModelMergeSimple patch them, the

@@ -24,7 +24,7 @@ def test_sampler_visits_reference_timesteps(tiny_models, steps):
     latent = torch.zeros(2, 4, 8, 8)
     ctx = [[torch.zeros(1, 77, 32), {}]]
     sample_video(model, ctx, ctx, latent, torch.randn_like(latent), 0, steps, 1.0)
-    assert seen == ddim_timesteps(steps)           # 961, 921, ..., 1 for 25; 30 steps -> 30 timesteps (B4)
+    assert seen == ddim_timesteps(steps)           # 961, 921, ..., 1 for 25; 30 steps -> 30 (ddim_uniform: 31)
     sig = video_sigmas(model, REFERENCE_SAMPLER, "normal", steps, 1.0)
     ms = model.get_model_object("model_sampling")
     assert torch.allclose(sig[:-1], ms.sigmas[torch.tensor(ddim_timesteps(steps))].float())

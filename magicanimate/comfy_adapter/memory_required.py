@@ -1,12 +1,13 @@
-"""ComfyUI's memory estimate for the MagicAnimate MODEL: a window's real needs (:mod:`magicanimate.window_memory`).
+"""ComfyUI's memory estimate for the MagicAnimate MODEL: a window's real needs
+(:mod:`magicanimate.window_device_memory`).
 
 ComfyUI asks ``BaseModel.memory_required(input_shape, cond_shapes)`` twice: in ``prepare_sampling`` (batch ``2 x
 frames`` and ``frames``, which decides how much VRAM the weights may take, i.e. full or low-VRAM loading) and in
 ``calc_cond_batch`` (whether the cond and uncond chunks of a window fit in one UNet call). The SD1.5 formula knows
 nothing of motion modules, reference keys/values, ControlNet residuals or the appearance encoder.
 
-Our estimate is a :class:`~magicanimate.window_memory.WindowMemory` kept in the clone's ``model_options`` and read by
-two wrappers of the clone (``WrappersMP.PREPARE_SAMPLING`` and ``WrappersMP.CALC_COND_BATCH``). Each one answers
+Our estimate is a :class:`~magicanimate.window_device_memory.WindowMemory` kept in the clone's ``model_options`` and
+read by two wrappers of the clone (``WrappersMP.PREPARE_SAMPLING`` and ``WrappersMP.CALC_COND_BATCH``). Each one answers
 ``memory_required`` with it only for the duration of the ComfyUI call it wraps (an instance attribute of the
 ``BaseModel``, removed on the way out, exceptions included), so a user's plain SD1.5 MODEL sharing that ``BaseModel``
 never sees it. An object patch cannot do this: ComfyUI applies object patches when the model is loaded, which is
@@ -23,7 +24,7 @@ import comfy.model_patcher
 import torch
 from comfy.patcher_extension import WrappersMP
 
-from ..window_memory import WindowMemory, window_memory_bytes, window_memory_parts
+from ..window_device_memory import WindowMemory, window_memory_bytes, window_memory_parts
 from .dtypes import compute_dtype
 from .keys import WINDOW_MEMORY
 

@@ -1,5 +1,6 @@
-"""ComfyUI's memory estimate for the MagicAnimate MODEL (magicanimate/window_memory.py, comfy_adapter/memory_estimate):
-the shape-derived widths match the real networks, and the estimate answers only inside the ComfyUI calls it wraps."""
+"""ComfyUI's memory estimate for the MagicAnimate MODEL (magicanimate/window_device_memory.py,
+comfy_adapter/memory_required.py): the shape-derived widths match the real networks, and the estimate answers only
+inside the ComfyUI calls it wraps."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from magicanimate.comfy_adapter.conditioning import apply_conditioning
 from magicanimate.comfy_adapter.context import SegmentOptions
 from magicanimate.comfy_adapter.keys import WINDOW_MEMORY as OPTION
 from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
-from magicanimate.window_memory import REFERENCE_WIDTHS, RESIDUAL_WIDTHS, WindowMemory, window_memory_bytes
+from magicanimate.window_device_memory import REFERENCE_WIDTHS, RESIDUAL_WIDTHS, WindowMemory, window_memory_bytes
 
 H = W = 8  # latent size
 

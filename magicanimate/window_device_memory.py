@@ -2,8 +2,9 @@
 
 ComfyUI sizes its decisions (how many weights to load, how many cond/uncond chunks to run in one UNet call) from the
 model's activation estimate for a batch of ``chunks * f`` frame-instances of ``h x w`` latents. For the MagicAnimate
-denoiser that batch is one window (spec section 7: "peak activation memory is set by one denoiser call at batch 32
-frame-instances of 64^2"), and three things run in a window besides the SD1.5 UNet, each at its own time:
+denoiser that batch is one window: windows run one after another, so one denoiser call sets the peak
+(docs/ARCHITECTURE.md, "Work per step and peak memory"). Three things run in a window besides the SD1.5 UNet, each at
+its own time:
 
 - the UNet call itself (motion modules and reference attention inside it) while the window's ControlNet residuals and
   the step's reference keys/values are held;
@@ -22,7 +23,8 @@ modules live). Shapes, in ComfyUI's UNet for base width ``C0`` (320 in SD1.5) an
   decoder level's ``norm1``); see :data:`UNET_PEAK_WIDTHS` and the others below;
 - the ControlNet residuals of one frame: 12 encoder levels plus the middle block, ``(C_l, h_l, w_l)`` each, in all
   ``5.125 * C0 * T0`` values (3 * C0 * T0 at full resolution, 1.25, 0.625 and 0.25 below);
-- the reference tokens of one image in the 10 mid/up blocks (spec section 4 table): ``5.3125 * C0 * T0`` values
+- the reference tokens of one image in the 10 mid/up blocks (docs/ARCHITECTURE.md, "Reference attention: write and
+  read"): ``5.3125 * C0 * T0`` values
   (3 blocks at ``(T0, C0)``, 3 at ``(T0/4, 2 C0)``, 3 at ``(T0/16, 4 C0)``, 1 at ``(T0/64, 4 C0)``), kept once in the
   encoder's dtype (the bank) and twice in the UNet's (its keys and values, projected once per step).
 """
