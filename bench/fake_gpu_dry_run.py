@@ -157,8 +157,8 @@ def run_one(args, dtype, budget_gb: float) -> dict:
     import magicanimate.comfy_adapter.appearance as appearance_module
     from magicanimate.comfy_adapter.conditioning import apply_conditioning
     from magicanimate.comfy_adapter.context import SegmentOptions
+    from magicanimate.comfy_adapter.loaders import AppearanceEncoderModel, sd15_unet_config
     from magicanimate.comfy_adapter.memory_estimate import window_memory_parts_for, window_memory_required
-    from magicanimate.comfy_adapter.model_files import AppearanceEncoderModel, sd15_unet_config
     from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
     from magicanimate.comfy_adapter.sampling import sample_video
     from magicanimate.comfy_adapter.temporal import apply_temporal

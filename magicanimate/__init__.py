@@ -5,4 +5,4 @@ Everything directly inside this package is plain PyTorch. The one subpackage tha
 """
 
 __all__ = ["errors", "schedule", "windows", "frame_cache", "rows", "noise", "motion_module", "reference_attention",
-           "checkpoints", "frames", "memory"]
+           "checkpoints", "frames", "memory", "model_layout", "diffusers_keys"]

@@ -56,7 +56,7 @@ def test_write_parity_latents(tiny_models, tmp_path):
     from fixtures.model_files import write_controlnet
 
     import nodes as comfy_nodes
-    from magicanimate.comfy_adapter.model_files import load_densepose_controlnet
+    from magicanimate.comfy_adapter.loaders import load_densepose_controlnet
 
     write_controlnet(tmp_path / "cn", dict(block_out_channels=(32, 64, 128, 128), cross_attention_dim=32), seed=7)
     core_cn = load_densepose_controlnet(str(tmp_path / "cn"), torch.float32)
