@@ -3,10 +3,10 @@
 Registered only through ``comfy_entrypoint`` (ComfyUI's V3 node API). Model files go in ComfyUI/models/magicanimate/.
 """
 
-from .nodes import model_paths
+from .magicanimate.comfy_adapter import model_folders
 from .nodes.api import ComfyExtension
 
-model_paths.register()
+model_folders.register()
 
 # Served at /extensions/<this folder>/: docs/<node id>.md are the pages of the frontend's node help panel.
 WEB_DIRECTORY = "./web"

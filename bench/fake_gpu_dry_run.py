@@ -155,8 +155,8 @@ def run_one(args, dtype, budget_gb: float) -> dict:
     from devtools.random_weights.model_files import FULL, TINY
     from magicanimate.comfy_adapter.conditioning import apply_conditioning
     from magicanimate.comfy_adapter.context import SegmentOptions
+    from magicanimate.comfy_adapter.loaders import AppearanceEncoderModel, sd15_unet_config
     from magicanimate.comfy_adapter.memory_required import window_memory_parts_for, window_memory_required
-    from magicanimate.comfy_adapter.model_files import AppearanceEncoderModel, sd15_unet_config
     from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
     from magicanimate.comfy_adapter.sampling import sample_video
     from magicanimate.comfy_adapter.temporal import apply_temporal

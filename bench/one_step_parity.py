@@ -59,8 +59,11 @@ def main() -> None:
         write_temporal_checkpoint,
     )
     from magicanimate.comfy_adapter.conditioning import apply_conditioning
-    from magicanimate.comfy_adapter.loading import load_temporal_model
-    from magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
+    from magicanimate.comfy_adapter.loaders import (
+        load_appearance_encoder,
+        load_densepose_controlnet,
+        load_temporal_model,
+    )
     from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
     from magicanimate.comfy_adapter.sampling import sample_video
     from magicanimate.schedule import alphas_cumprod, ddim_sigmas

@@ -5,4 +5,5 @@ Everything directly inside this package is plain PyTorch. The one subpackage tha
 """
 
 __all__ = ["errors", "schedule", "windows", "frame_cache", "rows", "noise", "motion_module", "reference_attention",
-           "checkpoints", "frames", "ram_check"]
+           "checkpoints", "frames", "ram_check", "model_layout", "diffusers_keys", "densepose", "pose_align",
+           "window_device_memory"]

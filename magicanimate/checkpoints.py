@@ -1,4 +1,4 @@
-"""Reading MagicAnimate model files safely and sorting their keys (reference spec section 3).
+"""Reading MagicAnimate model files safely and sorting their keys.
 
 Files are read with safetensors or ``torch.load(weights_only=True)``; a pickle that would need to run code is refused.
 Nothing here writes to a model file. Every failure is a :class:`CheckpointError` naming the file and the fix.
@@ -18,16 +18,14 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import CheckpointError
+from .model_layout import TEMPORAL
 from .motion_module import motion_module_keys
 
 __all__ = ["read_state_dict", "unwrap_state_dict", "strip_prefixes", "TemporalCheckpoint", "parse_temporal_checkpoint",
-           "MOTION_KEY_MARKER", "TEMPORAL_HINT", "foreign_kind", "check_safetensors_header",
+           "MOTION_KEY_MARKER", "foreign_kind", "check_safetensors_header",
            "check_zip_records", "check_finite"]
 
 MOTION_KEY_MARKER = ".motion_modules."
-TEMPORAL_HINT = ("MagicAnimate's temporal_attention.ckpt (from the MagicAnimate release, folder "
-                 "MagicAnimate/temporal_attention/) goes in ComfyUI/models/magicanimate/")
-_PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 
 def _tensor_dict(obj: object, path: str) -> dict[str, torch.Tensor]:
@@ -270,23 +268,23 @@ def parse_temporal_checkpoint(sd: dict[str, torch.Tensor], path: str = "<checkpo
     keys = list(sd)
     if any("lora" in k.lower() for k in keys):
         raise CheckpointError(f"{name} looks like a LoRA (it has 'lora' keys), not a MagicAnimate temporal "
-                              f"checkpoint. {TEMPORAL_HINT}.")
+                              f"checkpoint. {TEMPORAL.hint}.")
     if any(k.startswith(("model.diffusion_model.", "input_blocks.", "first_stage_model.")) for k in keys):
         raise CheckpointError(f"{name} is a Stable Diffusion checkpoint in ComfyUI/LDM layout, not a MagicAnimate "
-                              f"temporal checkpoint. Load it with CheckpointLoaderSimple; {TEMPORAL_HINT}.")
+                              f"temporal checkpoint. Load it with CheckpointLoaderSimple; {TEMPORAL.hint}.")
     if "add_embedding.linear_1.weight" in sd or any(".transformer_blocks.9." in k for k in keys):
-        raise CheckpointError(f"{name} is an SDXL UNet; MagicAnimate is built on SD1.5. {TEMPORAL_HINT}.")
+        raise CheckpointError(f"{name} is an SDXL UNet; MagicAnimate is built on SD1.5. {TEMPORAL.hint}.")
     motion = {k: v for k, v in sd.items() if MOTION_KEY_MARKER in k}
     spatial = {k: v for k, v in sd.items() if MOTION_KEY_MARKER not in k}
     if not motion:
         raise CheckpointError(f"{name} has no motion-module keys (names containing '{MOTION_KEY_MARKER}'); "
-                              f"{TEMPORAL_HINT}.")
+                              f"{TEMPORAL.hint}.")
     extra = sorted(k for k in motion if k not in set(motion_module_keys()))
     if extra:
         raise CheckpointError(
             f"{name} has {len(extra)} motion-module keys MagicAnimate does not use (e.g. "
             f"{key_for_message(extra[0])}); it looks like a different motion model (AnimateDiff v2/v3 add a "
-            f"mid-block module). {TEMPORAL_HINT}.")
+            f"mid-block module). {TEMPORAL.hint}.")
     missing = [k for k in motion_module_keys() if k not in motion]
     if missing:
         raise CheckpointError(f"{name} lacks {len(missing)} of the 560 motion-module tensors (e.g. {missing[0]}); the "
@@ -298,7 +296,7 @@ def parse_temporal_checkpoint(sd: dict[str, torch.Tensor], path: str = "<checkpo
     for key, tensor in motion.items():
         if key.endswith("pos_encoder.pe") and (tensor.ndim != 3 or tensor.shape[1] != 24):
             raise CheckpointError(f"{name}: {key} has shape {tuple(tensor.shape)}, expected (1, 24, C); this is not "
-                                  f"a MagicAnimate motion module. {TEMPORAL_HINT}.")
+                                  f"a MagicAnimate motion module. {TEMPORAL.hint}.")
     if widths[0] * 2 != widths[1] or widths[1] * 2 != widths[2] or widths[2] != widths[3]:
         raise CheckpointError(f"{name}: motion-module widths {widths} do not follow SD1.5's 1:2:4:4 layout.")
     notes = []

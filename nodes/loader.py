@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from ..magicanimate.comfy_adapter.loading import load_temporal_model
-from ..magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
-from . import model_paths
+from ..magicanimate.comfy_adapter import model_folders
+from ..magicanimate.comfy_adapter.loaders import load_appearance_encoder, load_densepose_controlnet, load_temporal_model
+from ..magicanimate.model_layout import CONFIG_FILE, DIFFUSERS_WEIGHT_FILES, MAGICANIMATE_FOLDER, TEMPORAL
 from .api import CATEGORY, AppearanceEncoderType, io, search_aliases
 from .validation import check_widgets, refuse_invalid
 
+_MODELS = f"models/{MAGICANIMATE_FOLDER}/"
+_FILES = f"{CONFIG_FILE} and {DIFFUSERS_WEIGHT_FILES[0]}"
 DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -19,20 +21,18 @@ class LoadMagicAnimate(io.ComfyNode):
         return io.Schema(
             node_id="MagicAnimateLoader", display_name="Load MagicAnimate (Animate Anyone-style)", category=CATEGORY,
             **search_aliases("MagicAnimateLoader"),
-            description="Loads the three MagicAnimate networks from ComfyUI/models/magicanimate/: the temporal UNet "
+            description=f"Loads the three MagicAnimate networks from ComfyUI/{_MODELS}: the temporal UNet "
                         "(SD1.5 + motion modules) as a MODEL, the appearance encoder and the DensePose ControlNet. "
                         "Feed them to Appearance Encode, Pose Control and Temporal Sample.",
             inputs=[
-                io.Combo.Input("temporal_checkpoint", options=model_paths.names("temporal"),
-                               tooltip="File in models/magicanimate/: temporal_attention.ckpt (the whole temporal "
+                io.Combo.Input("temporal_checkpoint", options=model_folders.names("temporal"),
+                               tooltip=f"File in {_MODELS}: {TEMPORAL.name} (the whole temporal "
                                        "UNet, 5.1 GB) or a motion-module-only file (then connect an SD1.5 model "
                                        "below for the spatial weights)."),
-                io.Combo.Input("appearance_encoder", options=model_paths.names("appearance"),
-                               tooltip="Folder in models/magicanimate/ with the appearance encoder's config.json and "
-                                       "diffusion_pytorch_model.safetensors (about 3.4 GB)."),
-                io.Combo.Input("densepose_controlnet", options=model_paths.names("controlnet"),
-                               tooltip="Folder in models/magicanimate/ with the DensePose ControlNet's config.json "
-                                       "and diffusion_pytorch_model.safetensors (about 1.4 GB)."),
+                io.Combo.Input("appearance_encoder", options=model_folders.names("appearance"),
+                               tooltip=f"Folder in {_MODELS} with the appearance encoder's {_FILES} (about 3.4 GB)."),
+                io.Combo.Input("densepose_controlnet", options=model_folders.names("controlnet"),
+                               tooltip=f"Folder in {_MODELS} with the DensePose ControlNet's {_FILES} (about 1.4 GB)."),
                 io.Combo.Input("weight_dtype", options=list(DTYPES), default="auto",
                                tooltip="Storage precision of the three networks: auto lets ComfyUI pick (fp16 on "
                                        "most GPUs, fp32 on CPU); fp16 and bf16 need half the memory of fp32."),
@@ -57,9 +57,9 @@ class LoadMagicAnimate(io.ComfyNode):
                 weight_dtype: str = "auto", model=None) -> io.NodeOutput:
         refuse_invalid(cls, weight_dtype=weight_dtype)
         # Resolve all three before loading anything: a bad name costs no memory.
-        paths = [model_paths.resolve(temporal_checkpoint, "temporal"),
-                 model_paths.resolve(appearance_encoder, "appearance"),
-                 model_paths.resolve(densepose_controlnet, "controlnet")]
+        paths = [model_folders.resolve(temporal_checkpoint, "temporal"),
+                 model_folders.resolve(appearance_encoder, "appearance"),
+                 model_folders.resolve(densepose_controlnet, "controlnet")]
         dtype = DTYPES[weight_dtype]
         loaded = load_temporal_model(paths[0], dtype, base_model=model)
         encoder = load_appearance_encoder(paths[1], dtype or loaded.model.model.get_dtype())

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..magicanimate.checkpoints import read_state_dict
+from ..magicanimate.comfy_adapter import model_folders
 from ..magicanimate.comfy_adapter.composition_checks import warn_in_ui
 from ..magicanimate.comfy_adapter.motion_lora import apply_motion_lora
-from . import model_paths
 from .api import CATEGORY, io, search_aliases
 from .validation import check_widgets, refuse_invalid
 
@@ -23,7 +23,7 @@ class MotionLoRA(io.ComfyNode):
                         "LoraLoaderModelOnly (for the UNet), hooks and model merges. Beyond the reference.",
             inputs=[
                 io.Model.Input("model", tooltip="The MODEL from Load MagicAnimate (or from a node after it)."),
-                io.Combo.Input("lora_name", options=model_paths.motion_lora_names(),
+                io.Combo.Input("lora_name", options=model_folders.motion_lora_names(),
                                tooltip="Motion LoRA file from models/animatediff_motion_lora or models/loras, with "
                                        "AnimateDiff's key names (...motion_modules...processor.to_q_lora.up.weight). "
                                        "An SD1.5 image LoRA goes through LoraLoaderModelOnly instead."),
@@ -41,7 +41,7 @@ class MotionLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, model, lora_name: str, strength: float = 1.0) -> io.NodeOutput:
         refuse_invalid(cls, strength=strength)
-        path = model_paths.resolve_motion_lora(lora_name)
+        path = model_folders.resolve_motion_lora(lora_name)
         patched, count, unmatched = apply_motion_lora(model, read_state_dict(path), float(strength), lora_name)
         if unmatched:
             warn_in_ui(f"{NAME}: {len(unmatched)} of the tensors in {lora_name} match no MagicAnimate motion module "

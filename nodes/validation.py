@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 
+from ..magicanimate.comfy_adapter import model_folders
 from ..magicanimate.errors import MagicAnimateError
-from . import model_paths
 from .api import io
 
 #: Combo inputs whose options are the model listing: their message comes from the resolver (one message for all).
@@ -40,8 +40,8 @@ def widget_problems(node_cls, values: dict[str, object]) -> list[str]:
             continue
         if isinstance(inp, io.Combo.Input):
             if name in _MODEL_COMBOS:
-                if not model_paths.is_listed(_MODEL_COMBOS[name], value):
-                    problems.append(model_paths.refusal(_MODEL_COMBOS[name], value, f"{where} {name}"))
+                if not model_folders.is_listed(_MODEL_COMBOS[name], value):
+                    problems.append(model_folders.refusal(_MODEL_COMBOS[name], value, f"{where} {name}"))
             elif value not in list(inp.options or []):
                 opts = list(inp.options or [])
                 shown = ", ".join(opts[:12]) + (", ..." if len(opts) > 12 else "")

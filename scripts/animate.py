@@ -121,10 +121,20 @@ def describe_estimate(prompt: dict, video: Path | None, on_cpu: bool) -> str | N
 # ------------------------------------------------------------------------------------------------------------------
 # Model files
 
-HF = "https://huggingface.co"
-MA_REPO = f"{HF}/zcxu-eric/MagicAnimate/resolve/main"
-WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
-                "diffusion_pytorch_model.bin")
+
+def _load_model_layout():
+    """``magicanimate/model_layout.py`` (plain Python), loaded by file path: the repository root is not put on
+    ``sys.path``, where its ``nodes/`` package would shadow ComfyUI's ``nodes`` module."""
+    spec = importlib.util.spec_from_file_location("_magicanimate_model_layout",
+                                                  REPO / "magicanimate" / "model_layout.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+layout = _load_model_layout()
+WEIGHT_FILES = layout.DIFFUSERS_WEIGHT_FILES
 
 
 @dataclass(frozen=True)
@@ -137,36 +147,16 @@ class ModelFile:
     urls: tuple[str, ...] = ()
 
 
-KNOWN_MODELS = {
-    ("checkpoints", bw.SD15_CHECKPOINT): ModelFile(
-        "checkpoints", bw.SD15_CHECKPOINT, False,
-        "Stable Diffusion 1.5 checkpoint (its text encoder; the txt2img model)", "about 4.27 GB",
-        (f"{HF}/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/{bw.SD15_CHECKPOINT}",)),
-    ("vae", bw.SD_VAE): ModelFile(
-        "vae", bw.SD_VAE, False, "sd-vae-ft-mse VAE (the one MagicAnimate uses)", "about 335 MB",
-        (f"{HF}/stabilityai/sd-vae-ft-mse-original/resolve/main/{bw.SD_VAE}",)),
-    ("magicanimate", bw.TEMPORAL_CHECKPOINT): ModelFile(
-        "magicanimate", bw.TEMPORAL_CHECKPOINT, False, "MagicAnimate temporal UNet (motion modules)", "about 5.11 GB",
-        (f"{MA_REPO}/temporal_attention/temporal_attention.ckpt",)),
-    ("magicanimate", bw.APPEARANCE_ENCODER): ModelFile(
-        "magicanimate", bw.APPEARANCE_ENCODER, True, "MagicAnimate appearance encoder, a folder of 2 files",
-        "about 3.4 GB",
-        (f"{MA_REPO}/appearance_encoder/config.json",
-         f"{MA_REPO}/appearance_encoder/diffusion_pytorch_model.safetensors")),
-    ("magicanimate", bw.DENSEPOSE_CONTROLNET): ModelFile(
-        "magicanimate", bw.DENSEPOSE_CONTROLNET, True, "MagicAnimate DensePose ControlNet, a folder of 2 files",
-        "about 1.4 GB",
-        (f"{MA_REPO}/densepose_controlnet/config.json",
-         f"{MA_REPO}/densepose_controlnet/diffusion_pytorch_model.safetensors")),
-}
+KNOWN_MODELS = {(f.folder, f.name): ModelFile(f.folder, f.name, f.is_dir, f.what, f.size, f.urls)
+                for f in layout.FILES}
 
 # class_type -> {input name: (model folder, is a diffusers folder)}
 MODEL_INPUTS = {
-    "CheckpointLoaderSimple": {"ckpt_name": ("checkpoints", False)},
-    "VAELoader": {"vae_name": ("vae", False)},
-    "MagicAnimateLoader": {"temporal_checkpoint": ("magicanimate", False),
-                           "appearance_encoder": ("magicanimate", True),
-                           "densepose_controlnet": ("magicanimate", True)},
+    "CheckpointLoaderSimple": {"ckpt_name": (layout.SD15_CHECKPOINT.folder, False)},
+    "VAELoader": {"vae_name": (layout.SD_VAE.folder, False)},
+    "MagicAnimateLoader": {"temporal_checkpoint": (layout.TEMPORAL.folder, False),
+                           "appearance_encoder": (layout.APPEARANCE.folder, True),
+                           "densepose_controlnet": (layout.CONTROLNET.folder, True)},
 }
 
 
@@ -184,7 +174,7 @@ def missing_models(folder_paths, models: list[ModelFile]) -> list[ModelFile]:
     missing = []
     for model in models:
         if model.is_dir:
-            ok = any(os.path.isfile(os.path.join(root, model.name, "config.json"))
+            ok = any(os.path.isfile(os.path.join(root, model.name, layout.CONFIG_FILE))
                      and any(os.path.isfile(os.path.join(root, model.name, w)) for w in WEIGHT_FILES)
                      for root in folder_paths.get_folder_paths(model.folder))
         else:
@@ -208,7 +198,7 @@ def report_missing(folder_paths, missing: list[ModelFile], total: int, models_di
             lines.append("      download: unknown to this script (the workflow names a file it does not ship info on)")
         if model.is_dir:
             lines.append(f"      put them in: {target}{os.sep}")
-            lines.append(f"                   (the folder needs config.json and {WEIGHT_FILES[0]})")
+            lines.append(f"                   (the folder needs {layout.CONFIG_FILE} and {WEIGHT_FILES[0]})")
         else:
             lines.append(f"      put it at: {target}")
         lines.append("")

@@ -52,8 +52,11 @@ def load_networks(config: str, dtype: str, workdir: str | None, scratch: Path) -
         write_controlnet,
         write_temporal_checkpoint,
     )
-    from magicanimate.comfy_adapter.loading import load_temporal_model
-    from magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
+    from magicanimate.comfy_adapter.loaders import (
+        load_appearance_encoder,
+        load_densepose_controlnet,
+        load_temporal_model,
+    )
 
     cfg = FULL if config == "full" else TINY
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]

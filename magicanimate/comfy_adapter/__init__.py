@@ -1,8 +1,10 @@
 """The only part of the package that imports ComfyUI: it builds and patches ComfyUI models with MagicAnimate's math.
 
 See docs/ARCHITECTURE.md ("Where each concept lives") for the map. Modules:
-- ``loading``, ``model_files``: MagicAnimate's files into ComfyUI models (UNet, appearance encoder, ControlNet,
-  motion modules); ``model_tree``: a MODEL of our own sharing a user's SD1.5 weights; ``motion_lora``: motion LoRAs.
+- ``model_folders``: the model folders registered with ``folder_paths``, their listings and the one resolver from a
+  model name to a path; ``loaders``: every function that builds a ComfyUI model from a MagicAnimate file (temporal
+  UNet, appearance encoder, ControlNet, motion modules); ``model_tree``: a MODEL of our own sharing a user's SD1.5
+  weights; ``motion_lora``: motion LoRAs.
 - ``temporal``: the temporal denoiser (motion modules, joint GroupNorm) on a ``ModelPatcher``; ``model_sampling``:
   the reference schedule as ComfyUI model sampling.
 - ``conditioning``: installs the appearance and DensePose conditioning wrappers; ``conditioning_state``: their

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import comfy.controlnet
 import torch
 
-from .model_files import AppearanceEncoderModel
+from .loaders import AppearanceEncoderModel
 
 __all__ = ["Appearance", "PoseCondition"]
 

@@ -29,11 +29,10 @@ def nodes():
 @pytest.fixture(scope="module")
 def models(tiny_files):
     pack = load_pack()
-    loading = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.loading"]
-    files = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.model_files"]
-    temporal = loading.load_temporal_model(str(tiny_files.temporal), torch.float32)
-    encoder = files.load_appearance_encoder(str(tiny_files.appearance), torch.float32)
-    control = files.load_densepose_controlnet(str(tiny_files.controlnet), torch.float32)
+    loaders = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.loaders"]
+    temporal = loaders.load_temporal_model(str(tiny_files.temporal), torch.float32)
+    encoder = loaders.load_appearance_encoder(str(tiny_files.appearance), torch.float32)
+    control = loaders.load_densepose_controlnet(str(tiny_files.controlnet), torch.float32)
     assert pack is not None
     return temporal.model, encoder, control
 

@@ -33,22 +33,21 @@ def _mod(name: str):
 
 class Models:
     def __init__(self, files, vae):
-        loading = _mod("magicanimate.comfy_adapter.loading")
-        model_files = _mod("magicanimate.comfy_adapter.model_files")
+        loaders = _mod("magicanimate.comfy_adapter.loaders")
         from tiny_models import TINY32
 
         from devtools.random_weights.model_files import make_unet3d_state_dict
 
         spatial = {k: v for k, v in make_unet3d_state_dict(TINY32, seed=0).items() if ".motion_modules." not in k}
-        self.base, missing, _ = model_files.build_unet(spatial, "sd15.safetensors", "an SD1.5 UNet", torch.float32)
+        self.base, missing, _ = loaders.build_unet(spatial, "sd15.safetensors", "an SD1.5 UNet", torch.float32)
         assert not missing
-        self.temporal = loading.load_temporal_model(str(files.motion_only), base_model=self.base).model
+        self.temporal = loaders.load_temporal_model(str(files.motion_only), base_model=self.base).model
         # Two module trees (the motion modules stay out of the plain MODEL), one weight storage.
         assert self.temporal.model is not self.base.model
         weight = "diffusion_model.middle_block.1.proj_in.weight"
         assert self.temporal.model.state_dict()[weight].data_ptr() == self.base.model.state_dict()[weight].data_ptr()
-        self.encoder = model_files.load_appearance_encoder(str(files.appearance), torch.float32)
-        self.control = model_files.load_densepose_controlnet(str(files.controlnet), torch.float32)
+        self.encoder = loaders.load_appearance_encoder(str(files.appearance), torch.float32)
+        self.control = loaders.load_densepose_controlnet(str(files.controlnet), torch.float32)
         self.vae = vae
         self.nodes = pack_nodes()
         self.original_sampling = self.base.model.model_sampling

@@ -10,7 +10,7 @@ import torch
 
 from devtools.pack import pack_nodes
 from devtools.random_weights.model_files import write_controlnet
-from magicanimate.comfy_adapter.model_files import load_densepose_controlnet
+from magicanimate.comfy_adapter.loaders import load_densepose_controlnet
 from magicanimate.comfy_adapter.payloads import Appearance
 
 SIZE = 32  # pixels; latent 4x4

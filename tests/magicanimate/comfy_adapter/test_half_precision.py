@@ -14,8 +14,7 @@ import torch
 from devtools.random_weights.model_files import TINY
 from magicanimate.comfy_adapter.conditioning import apply_conditioning
 from magicanimate.comfy_adapter.context import SegmentOptions
-from magicanimate.comfy_adapter.loading import load_temporal_model
-from magicanimate.comfy_adapter.model_files import load_appearance_encoder, load_densepose_controlnet
+from magicanimate.comfy_adapter.loaders import load_appearance_encoder, load_densepose_controlnet, load_temporal_model
 from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
 from magicanimate.comfy_adapter.sampling import sample_video
 from magicanimate.schedule import ddim_sigmas

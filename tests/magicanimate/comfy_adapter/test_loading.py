@@ -23,14 +23,14 @@ from devtools.random_weights.model_files import (
     appearance_encoder_config,
     write_temporal_checkpoint,
 )
-from magicanimate.comfy_adapter.loading import load_temporal_model
-from magicanimate.comfy_adapter.model_files import (
-    _is_unused_tail,
+from magicanimate.comfy_adapter.loaders import (
     build_unet,
     load_appearance_encoder,
     load_densepose_controlnet,
+    load_temporal_model,
     sd15_unet_config,
 )
+from magicanimate.diffusers_keys import is_unused_tail as _is_unused_tail
 from magicanimate.errors import CheckpointError
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from devtools.random_weights.model_files import TINY
-from magicanimate.comfy_adapter.model_files import sd15_unet_config
+from magicanimate.comfy_adapter.loaders import sd15_unet_config
 from magicanimate.comfy_adapter.model_tree import DYNAMIC_STATE, private_tree
 
 

@@ -18,8 +18,7 @@ from safetensors.torch import save_file
 
 from devtools.pack import load_pack, pack_nodes
 from devtools.random_weights.model_files import TINY, write_temporal_checkpoint
-from magicanimate.comfy_adapter.loading import load_temporal_model
-from magicanimate.comfy_adapter.model_files import build_unet
+from magicanimate.comfy_adapter.loaders import build_unet, load_temporal_model
 from magicanimate.comfy_adapter.motion_lora import apply_motion_lora
 from magicanimate.comfy_adapter.sampling import sample_video
 from magicanimate.comfy_adapter.temporal import MOTION_PREFIX

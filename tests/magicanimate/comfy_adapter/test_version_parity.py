@@ -55,7 +55,7 @@ def test_write_parity_latents(tiny_models, tmp_path):
         pytest.skip(f"run by test_outputs_equal_the_oldest_supported_comfyui (needs ${OUT_ENV})")
     import nodes as comfy_nodes
     from devtools.random_weights.model_files import write_controlnet
-    from magicanimate.comfy_adapter.model_files import load_densepose_controlnet
+    from magicanimate.comfy_adapter.loaders import load_densepose_controlnet
 
     write_controlnet(tmp_path / "cn", dict(block_out_channels=(32, 64, 128, 128), cross_attention_dim=32), seed=7)
     core_cn = load_densepose_controlnet(str(tmp_path / "cn"), torch.float32)

@@ -1,16 +1,17 @@
-"""Build ComfyUI models from MagicAnimate's diffusers-layout files (reference spec section 3).
+"""Every function that builds a ComfyUI model from a MagicAnimate file: the temporal MODEL, the appearance encoder
+and the DensePose CONTROL_NET (what the Load MagicAnimate node does).
 
 One code path serves the real full-size files and the tiny test configs: the SD1.5-shaped UNet config is read from the
 tensors' shapes, diffusers names are mapped to ComfyUI's with ``comfy.utils.unet_to_diffusers``, and ComfyUI's own
-classes (``UNetModel`` via ``supported_models.SD15``, ``cldm.ControlNet``, ``comfy.ops``) are instantiated.
+classes (``UNetModel`` via ``supported_models.SD15``, ``cldm.ControlNet``, ``comfy.ops``) are instantiated. The file
+names and hints come from ``magicanimate.model_layout``; the diffusers-side checks from ``magicanimate.diffusers_keys``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import comfy.cldm.cldm
 import comfy.controlnet
@@ -22,21 +23,18 @@ import comfy.supported_models
 import comfy.utils
 import torch
 
-from ..checkpoints import foreign_kind, read_state_dict
+from ..checkpoints import foreign_kind, parse_temporal_checkpoint, read_state_dict
+from ..diffusers_keys import controlnet_key_map, is_unused_tail, read_diffusers_folder, sd15_shape_config
 from ..errors import CheckpointError
+from ..model_layout import APPEARANCE, CONTROLNET, TEMPORAL
 from ..motion_module import MotionModuleSet
+from .temporal import MOTION_ATTR, apply_temporal
 
 log = logging.getLogger("MagicAnimate")
 
-__all__ = ["sd15_unet_config", "diffusers_unet_to_comfy", "build_unet", "build_controlnet", "build_motion_modules",
-           "load_appearance_encoder", "load_densepose_controlnet", "AppearanceEncoderModel", "pick_dtypes",
-           "APPEARANCE_HINT", "CONTROLNET_HINT"]
-
-APPEARANCE_HINT = ("the MagicAnimate appearance_encoder folder (config.json + diffusion_pytorch_model.safetensors) "
-                   "goes "
-                   "in ComfyUI/models/magicanimate/appearance_encoder/")
-CONTROLNET_HINT = ("the MagicAnimate densepose_controlnet folder (config.json + diffusion_pytorch_model.safetensors) "
-                   "goes in ComfyUI/models/magicanimate/densepose_controlnet/")
+__all__ = ["sd15_unet_config", "diffusers_unet_to_comfy", "pick_dtypes", "build_unet", "build_controlnet",
+           "build_motion_modules", "TemporalLoad", "load_temporal_model", "AppearanceEncoderModel",
+           "load_appearance_encoder", "load_densepose_controlnet"]
 
 
 def sd15_unet_config(sd: dict[str, torch.Tensor], name: str, hint: str) -> dict:
@@ -44,40 +42,7 @@ def sd15_unet_config(sd: dict[str, torch.Tensor], name: str, hint: str) -> dict:
 
     Raises :class:`CheckpointError` naming ``name`` when the tensors are not SD1.5-shaped (SDXL, SD2, a LoRA, ...).
     """
-    def need(key: str) -> torch.Tensor:
-        if key not in sd:
-            raise CheckpointError(f"{name} is not an SD1.5-type diffusers UNet: key '{key}' is missing. "
-                                  f"Expected {hint}.")
-        return sd[key]
-
-    conv_in = need("conv_in.weight")
-    if conv_in.ndim != 4 or conv_in.shape[1] != 4:
-        raise CheckpointError(f"{name}: conv_in takes {conv_in.shape[1] if conv_in.ndim == 4 else '?'} channels, "
-                              f"expected 4 (an SD1.5 latent). Expected {hint}.")
-    if "add_embedding.linear_1.weight" in sd or "class_embedding.linear_1.weight" in sd:
-        raise CheckpointError(f"{name} is an SDXL-type UNet (it has add_embedding); MagicAnimate needs SD1.5. "
-                              f"Expected {hint}.")
-    mc = int(conv_in.shape[0])
-    mult = []
-    for i in range(4):
-        w = need(f"down_blocks.{i}.resnets.0.conv2.weight")
-        mult.append(int(w.shape[0]) // mc)
-    if mult != [1, 2, 4, 4] or "down_blocks.4.resnets.0.conv1.weight" in sd:
-        raise CheckpointError(f"{name}: block widths are {mc} x {mult}, not SD1.5's 1:2:4:4 layout. Expected {hint}.")
-    proj_in = need("down_blocks.0.attentions.0.proj_in.weight")
-    if proj_in.ndim != 4:
-        raise CheckpointError(f"{name} uses linear transformer projections (SD2-style); MagicAnimate needs SD1.5. "
-                              f"Expected {hint}.")
-    ctx = int(need("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight").shape[1])
-    if "down_blocks.0.attentions.0.transformer_blocks.1.attn1.to_q.weight" in sd:
-        raise CheckpointError(f"{name} has more than one transformer per block (SDXL-style). Expected {hint}.")
-    cfg = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-           "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": mc,
-           "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": mult,
-           "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": ctx, "num_heads": 8,
-           "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-           "use_temporal_attention": False, "use_temporal_resblock": False}
-    return comfy.model_detection.convert_config(cfg)
+    return comfy.model_detection.convert_config(sd15_shape_config(sd, name, hint))
 
 
 def diffusers_unet_to_comfy(sd: dict[str, torch.Tensor], unet_config: dict,
@@ -128,7 +93,7 @@ def build_unet(sd_diffusers: dict[str, torch.Tensor], name: str, hint: str,
     missing = sorted(expected - set(comfy_sd))
     model.diffusion_model.load_state_dict(comfy_sd, strict=False)
     if missing:
-        # Never leave uninitialised memory behind (integration finding B6): zero what the file lacks.
+        # Never leave uninitialised memory behind: zero what the file lacks.
         params_by_name = dict(model.diffusion_model.named_parameters())
         with torch.no_grad():
             for key in missing:
@@ -140,37 +105,17 @@ def build_unet(sd_diffusers: dict[str, torch.Tensor], name: str, hint: str,
     return patcher, missing, unused
 
 
-def _controlnet_extra_map(sd: dict[str, torch.Tensor]) -> dict[str, str]:
-    extra = {"controlnet_mid_block.weight": "middle_block_out.0.weight",
-             "controlnet_mid_block.bias": "middle_block_out.0.bias"}
-    i = 0
-    while f"controlnet_down_blocks.{i}.weight" in sd:
-        for s in (".weight", ".bias"):
-            extra[f"controlnet_down_blocks.{i}{s}"] = f"zero_convs.{i}.0{s}"
-        i += 1
-    hint_layers = ["controlnet_cond_embedding.conv_in"]
-    j = 0
-    while f"controlnet_cond_embedding.blocks.{j}.weight" in sd:
-        hint_layers.append(f"controlnet_cond_embedding.blocks.{j}")
-        j += 1
-    hint_layers.append("controlnet_cond_embedding.conv_out")
-    for n, layer in enumerate(hint_layers):
-        for s in (".weight", ".bias"):
-            extra[layer + s] = f"input_hint_block.{n * 2}{s}"
-    return extra
-
-
 def build_controlnet(sd_diffusers: dict[str, torch.Tensor], name: str,
                      weight_dtype: torch.dtype | None = None) -> comfy.controlnet.ControlNet:
     """A core ``comfy.controlnet.ControlNet`` (CONTROL_NET) from a diffusers SD1.5 ControlNet state dict."""
     kind = foreign_kind(sd_diffusers)
     if kind is not None and kind != "a ControlNet":
-        raise CheckpointError(f"{name} is {kind}, not a diffusers ControlNet. Expected {CONTROLNET_HINT}.")
+        raise CheckpointError(f"{name} is {kind}, not a diffusers ControlNet. Expected {CONTROLNET.hint}.")
     if "controlnet_cond_embedding.conv_in.weight" not in sd_diffusers:
         raise CheckpointError(f"{name} is not a diffusers ControlNet (no controlnet_cond_embedding). "
-                              f"Expected {CONTROLNET_HINT}.")
-    unet_config = sd15_unet_config(sd_diffusers, name, CONTROLNET_HINT)
-    comfy_sd, unused = diffusers_unet_to_comfy(sd_diffusers, unet_config, _controlnet_extra_map(sd_diffusers))
+                              f"Expected {CONTROLNET.hint}.")
+    unet_config = sd15_unet_config(sd_diffusers, name, CONTROLNET.hint)
+    comfy_sd, unused = diffusers_unet_to_comfy(sd_diffusers, unet_config, controlnet_key_map(sd_diffusers))
     load_device = comfy.model_management.get_torch_device()
     dtype, manual_cast = pick_dtypes(weight_dtype, -1, comfy.utils.weight_dtype(comfy_sd), load_device)
     cfg = dict(unet_config)
@@ -207,6 +152,58 @@ def build_motion_modules(motion_sd: dict[str, torch.Tensor], block_out_channels:
 
 
 @dataclass
+class TemporalLoad:
+    """A temporal MODEL plus what loading it found (for logs and the node's report).
+
+    ``motion`` is the MODEL's ``diffusion_model.motion_modules`` (its weights are in ``model.model_state_dict()``).
+    """
+
+    model: comfy.model_patcher.ModelPatcher
+    motion: MotionModuleSet
+    spatial_source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def load_temporal_model(path: str, weight_dtype: torch.dtype | None = None,
+                        base_model: comfy.model_patcher.ModelPatcher | None = None) -> TemporalLoad:
+    """Load ``temporal_attention.ckpt`` (or a conversion) into a temporal ComfyUI MODEL.
+
+    Spatial weights come from the checkpoint when it is the full 3D UNet (as in the reference), or from
+    ``base_model`` when one is given (it then wins) or when the file holds only motion modules. ``base_model`` is
+    left unchanged: the MODEL returned has a module tree of its own that shares its weight storage.
+    """
+    name = os.path.basename(path)
+    ckpt = parse_temporal_checkpoint(read_state_dict(path), path)
+    notes = list(ckpt.notes)
+    if base_model is not None:
+        dm = getattr(base_model.model, "diffusion_model", None)
+        if dm is None or getattr(dm, "model_channels", None) != ckpt.block_out_channels[0] or getattr(
+                dm, "context_dim", 768) is None:
+            raise CheckpointError(f"the MODEL input is not an SD1.5 UNet matching {name} "
+                                  f"({ckpt.block_out_channels[0]} base channels); connect an SD1.5 checkpoint.")
+        if MOTION_ATTR in dm._modules:
+            raise CheckpointError("the MODEL input is already a MagicAnimate MODEL (it has motion modules); connect "
+                                  "a plain SD1.5 MODEL, e.g. from CheckpointLoaderSimple.")
+        base, source = base_model, "MODEL input"
+    elif ckpt.has_spatial:
+        sd15_unet_config(ckpt.spatial, path, TEMPORAL.hint)  # validates the shapes before building anything
+        base, missing, unused = build_unet(ckpt.spatial, path, TEMPORAL.hint, weight_dtype)
+        if missing:
+            raise CheckpointError(f"{name} lacks {len(missing)} spatial UNet tensors (e.g. {missing[0]}); the file "
+                                  "is incomplete. Download it again, or connect an SD1.5 MODEL.")
+        notes.append(f"missing keys: 0, unexpected keys: {len(unused)}")
+        source = name
+    else:
+        raise CheckpointError(f"{name} holds only motion modules; connect an SD1.5 MODEL (e.g. from "
+                              "CheckpointLoaderSimple) to the loader's optional model input for the spatial weights.")
+    dtype = base.model.get_dtype()
+    motion = build_motion_modules(ckpt.motion, ckpt.block_out_channels, path, dtype)
+    log.info("MagicAnimate: loaded %s (%s); spatial weights from %s", name, "; ".join(notes), source)
+    model = apply_temporal(base, motion, model_is_private=base_model is None)
+    return TemporalLoad(model=model, motion=motion, spatial_source=source, notes=notes)
+
+
+@dataclass
 class AppearanceEncoderModel:
     """The reference UNet (a ComfyUI SD1.5 ``ModelPatcher``) and the keys its file lacked (never run)."""
 
@@ -215,46 +212,19 @@ class AppearanceEncoderModel:
     path: str
 
 
-def _diffusers_folder(folder: str, hint: str) -> tuple[str, dict]:
-    if os.path.isfile(folder):
-        weights, folder = folder, os.path.dirname(folder)
-    else:
-        if not os.path.isdir(folder):
-            raise CheckpointError(f"model folder not found: {folder}. Put {hint}.")
-        weights = ""
-        for cand in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
-                     "diffusion_pytorch_model.bin"):
-            if os.path.isfile(os.path.join(folder, cand)):
-                weights = os.path.join(folder, cand)
-                break
-        if not weights:
-            raise CheckpointError(f"{folder} has no diffusion_pytorch_model.safetensors (or .bin). Expected {hint}.")
-    cfg_path = os.path.join(folder, "config.json")
-    if not os.path.isfile(cfg_path):
-        raise CheckpointError(f"{folder} has no config.json. Expected {hint}.")
-    try:
-        with open(cfg_path, encoding="utf-8") as fh:
-            config = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{cfg_path} is not valid JSON ({exc}). Expected {hint}.") from exc
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{cfg_path} does not hold a JSON object. Expected {hint}.")
-    return weights, config
-
-
 def load_appearance_encoder(folder: str, weight_dtype: torch.dtype | None = None) -> AppearanceEncoderModel:
     """Load MagicAnimate's appearance encoder folder as a ComfyUI SD1.5 UNet.
 
-    The real file lacks the last transformer block's attention/FF weights and the output head (integration finding
-    B6); those stay zero and are never run, because the encoder forward stops after its last captured ``norm1``.
+    The released file lacks the last transformer block's attention/FF weights and the output head; those stay zero
+    and are never run, because the encoder forward stops after its last captured ``norm1``.
     """
-    weights, _config = _diffusers_folder(folder, APPEARANCE_HINT)
+    weights, _config = read_diffusers_folder(folder, APPEARANCE.hint)
     sd = read_state_dict(weights)
     kind = foreign_kind(sd)
     if kind is not None:
-        raise CheckpointError(f"{weights} is {kind}, not the appearance encoder. Expected {APPEARANCE_HINT}.")
-    patcher, missing, unused = build_unet(sd, weights, APPEARANCE_HINT, weight_dtype)
-    needed_missing = [k for k in missing if not _is_unused_tail(k)]
+        raise CheckpointError(f"{weights} is {kind}, not the appearance encoder. Expected {APPEARANCE.hint}.")
+    patcher, missing, unused = build_unet(sd, weights, APPEARANCE.hint, weight_dtype)
+    needed_missing = [k for k in missing if not is_unused_tail(k)]
     if needed_missing:
         raise CheckpointError(f"{weights} lacks {len(needed_missing)} tensors the appearance encoder needs (e.g. "
                               f"{needed_missing[0]}); the file is incomplete. Download it again.")
@@ -263,22 +233,9 @@ def load_appearance_encoder(folder: str, weight_dtype: torch.dtype | None = None
     return AppearanceEncoderModel(patcher=patcher, missing_keys=missing, path=weights)
 
 
-def _is_unused_tail(comfy_key: str) -> bool:
-    """True for ComfyUI keys after the last captured norm1 (output block 11's attention tail and the output head)."""
-    if comfy_key.startswith("out."):
-        return True
-    tail = "output_blocks.11.1."
-    if comfy_key.startswith(tail + "proj_out."):
-        return True
-    block = tail + "transformer_blocks.0."
-    if comfy_key.startswith(block) and not comfy_key.startswith(block + "norm1."):
-        return True
-    return False
-
-
 def load_densepose_controlnet(folder: str, weight_dtype: torch.dtype | None = None) -> comfy.controlnet.ControlNet:
     """Load MagicAnimate's densepose_controlnet folder as a core CONTROL_NET."""
-    weights, config = _diffusers_folder(folder, CONTROLNET_HINT)
+    weights, config = read_diffusers_folder(folder, CONTROLNET.hint)
     order = config.get("controlnet_conditioning_channel_order", "rgb")
     if order != "rgb":
         raise CheckpointError(f"{folder}/config.json asks for '{order}' conditioning; only 'rgb' is supported.")

@@ -32,11 +32,11 @@ def _folder(path: Path, config: object, weights: str = "diffusion_pytorch_model.
 
 @pytest.fixture
 def paths(tmp_path, monkeypatch):
-    """``nodes.model_paths`` with models/magicanimate pointing at ``tmp_path/models`` and an empty cache."""
+    """``comfy_adapter.model_folders`` with models/magicanimate pointing at ``tmp_path/models`` and an empty cache."""
     import folder_paths
 
     load_pack()
-    mp = sys.modules[f"{PACK_NAME}.nodes.model_paths"]
+    mp = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.model_folders"]
     root = tmp_path / "models"
     root.mkdir()
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "magicanimate",

@@ -1,4 +1,7 @@
-"""``models/magicanimate/`` registered with ComfyUI's folder_paths, its listing, and the one resolver for model names.
+"""The model folders registered with ComfyUI's folder_paths, their listings, and the one resolver for model names.
+
+``models/magicanimate/`` holds the three MagicAnimate networks (names and kinds in ``magicanimate.model_layout``);
+motion LoRAs are listed from ``models/animatediff_motion_lora/`` and core's ``models/loras/``.
 
 A model name that reaches a node is hostile (``/prompt`` accepts any JSON): it is only ever used as a key into the
 listing of the registered ``magicanimate`` folders, never joined to a path. The listing is walked with symlinks
@@ -17,11 +20,18 @@ from dataclasses import dataclass, field
 
 import folder_paths
 
-FOLDER = "magicanimate"
-CHECKPOINT_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
-WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
-                "diffusion_pytorch_model.bin")
-KINDS = ("temporal", "appearance", "controlnet")
+from ..errors import CheckpointError
+from ..model_layout import (
+    BY_KIND,
+    CHECKPOINT_EXTENSIONS,
+    CONFIG_FILE,
+    CORE_LORA_FOLDER,
+    DIFFUSERS_WEIGHT_FILES,
+    KINDS,
+    MOTION_LORA_FOLDER,
+    config_kind,
+)
+from ..model_layout import MAGICANIMATE_FOLDER as FOLDER
 
 #: Bounds of one walk (per root): folders deeper than MAX_DEPTH below the root and entries past MAX_ENTRIES are skipped.
 MAX_DEPTH = 8
@@ -30,15 +40,6 @@ MAX_ENTRIES = 20_000
 MAX_CONFIG_BYTES = 1 << 20
 
 log = logging.getLogger("MagicAnimate")
-
-_WHAT = {
-    "temporal": ("a temporal checkpoint", "temporal_attention.ckpt (or a motion-module file)"),
-    "appearance": ("an appearance-encoder folder",
-                   "the appearance_encoder folder (config.json of a UNet + diffusion_pytorch_model.safetensors)"),
-    "controlnet": ("a DensePose ControlNet folder",
-                   "the densepose_controlnet folder (config.json of a ControlNet + "
-                   "diffusion_pytorch_model.safetensors)"),
-}
 
 
 def register() -> None:
@@ -53,26 +54,6 @@ def register() -> None:
 def roots() -> list[str]:
     register()
     return [p for p in folder_paths.get_folder_paths(FOLDER) if os.path.isdir(p)]
-
-
-def config_kind(config: object) -> str | None:
-    """"controlnet", "appearance" (a UNet) or None for a parsed diffusers ``config.json``.
-
-    Decided by ``_class_name`` and by keys only a ControlNet (``conditioning_embedding_out_channels``,
-    ``controlnet_conditioning_channel_order``) or a UNet (``down_block_types`` with ``cross_attention_dim``) has; a
-    VAE, a text encoder or a scheduler config is neither.
-    """
-    if not isinstance(config, dict):
-        return None
-    cls = config.get("_class_name")
-    cls = cls if isinstance(cls, str) else ""
-    if ("ControlNet" in cls or "conditioning_embedding_out_channels" in config
-            or "controlnet_conditioning_channel_order" in config):
-        return "controlnet"
-    if cls.endswith(("UNet2DConditionModel", "UNet3DConditionModel", "AppearanceEncoderModel")) or (
-            "down_block_types" in config and "cross_attention_dim" in config):
-        return "appearance"
-    return None
 
 
 def _read_config_kind(path: str) -> str | None:
@@ -132,8 +113,8 @@ def _walk_root(root: str, listing: Listing) -> None:
         except OSError:
             continue
         names = {name for name, _d, is_file in children if is_file}
-        if "config.json" in names and any(w in names for w in WEIGHT_FILES):
-            cfg = os.path.join(path, "config.json")
+        if CONFIG_FILE in names and any(w in names for w in DIFFUSERS_WEIGHT_FILES):
+            cfg = os.path.join(path, CONFIG_FILE)
             try:
                 listing.mtimes[cfg] = os.stat(cfg).st_mtime
             except OSError:
@@ -185,19 +166,7 @@ def _sorted(names: list[str], hint: str) -> list[str]:
 
 def names(kind: str) -> list[str]:
     """Dropdown options for ``kind`` ("temporal", "appearance" or "controlnet"), likely ones first."""
-    hint = {"temporal": "temporal", "appearance": "appearance", "controlnet": "densepose"}[kind]
-    return _sorted(list(listing().entries[kind]), hint)
-
-
-def temporal_files() -> list[str]:
-    """Checkpoint files under models/magicanimate that are not inside a diffusers folder."""
-    return names("temporal")
-
-
-def diffusers_folders(kind: str) -> list[str]:
-    """Folders under models/magicanimate whose config.json describes ``kind``: "appearance" (a UNet) or
-    "densepose"/"controlnet" (a ControlNet)."""
-    return names("controlnet" if kind in ("densepose", "controlnet") else "appearance")
+    return _sorted(list(listing().entries[kind]), BY_KIND[kind].likely)
 
 
 def describe(name: object, limit: int = 80) -> str:
@@ -214,10 +183,10 @@ def describe(name: object, limit: int = 80) -> str:
 
 def refusal(kind: str, name: object, where: str = "") -> str:
     """The one message for any model name that is not in the listing (says nothing about paths elsewhere)."""
-    what, hint = _WHAT[kind]
+    model = BY_KIND[kind]
     prefix = f"{where}: " if where else ""
-    return (f"{prefix}{describe(name)} is not {what} listed in models/magicanimate. Pick one from the list (press R "
-            f"to refresh it after adding files), or put {hint} in ComfyUI/models/magicanimate/.")
+    return (f"{prefix}{describe(name)} is not {model.listed_as} listed in models/{FOLDER}. Pick one from the list "
+            f"(press R to refresh it after adding files), or put {model.put_hint} in ComfyUI/models/{FOLDER}/.")
 
 
 def is_listed(kind: str, name: object) -> bool:
@@ -231,13 +200,7 @@ def resolve(name: object, kind: str = "temporal", where: str = "Load MagicAnimat
         path = listing().entries[kind].get(name)
         if path is not None and os.path.exists(path):
             return path
-    from ..magicanimate.errors import CheckpointError
-
     raise CheckpointError(refusal(kind, name, where))
-
-
-#: AnimateDiff-Evolved's folder for motion LoRAs (registered the same way, so either pack finds files put there).
-MOTION_LORA_FOLDER = "animatediff_motion_lora"
 
 
 def register_motion_lora_folder() -> None:
@@ -251,7 +214,7 @@ def _lora_listing() -> dict[str, tuple[str, str]]:
     """Dropdown name -> (folder name, file name): animatediff_motion_lora files first, then core ``loras``."""
     register_motion_lora_folder()
     out: dict[str, tuple[str, str]] = {}
-    for folder in (MOTION_LORA_FOLDER, "loras"):
+    for folder in (MOTION_LORA_FOLDER, CORE_LORA_FOLDER):
         try:
             files = folder_paths.get_filename_list(folder)
         except KeyError:  # a ComfyUI without that folder name
@@ -272,7 +235,6 @@ def resolve_motion_lora(name: object, where: str = "Motion LoRA (MagicAnimate)")
     path = folder_paths.get_full_path(*entry) if entry is not None else None
     if path is not None and os.path.isfile(path):
         return path
-    from ..magicanimate.errors import CheckpointError
-
-    raise CheckpointError(f"{where}: {describe(name)} is not a LoRA file listed in models/animatediff_motion_lora or "
-                          "models/loras. Pick one from the list (press R to refresh it after adding files).")
+    raise CheckpointError(f"{where}: {describe(name)} is not a LoRA file listed in models/{MOTION_LORA_FOLDER} or "
+                          f"models/{CORE_LORA_FOLDER}. Pick one from the list (press R to refresh it after adding "
+                          "files).")
