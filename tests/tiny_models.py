@@ -56,7 +56,11 @@ def tiny_files(tmp_path_factory) -> TinyFiles:
 @pytest.fixture(scope="session")
 def tiny_models(tiny_files):
     """(temporal model, appearance encoder, DensePose ControlNet) loaded in float32 by the pack's loaders."""
-    from magicanimate.comfy_adapter.loaders import load_appearance_encoder, load_densepose_controlnet, load_temporal_model
+    from magicanimate.comfy_adapter.loaders import (
+        load_appearance_encoder,
+        load_densepose_controlnet,
+        load_temporal_model,
+    )
 
     torch.manual_seed(0)
     temporal = load_temporal_model(str(tiny_files.temporal), torch.float32)
