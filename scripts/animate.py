@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -54,6 +53,7 @@ from devtools.run_graph import (  # noqa: E402
     saved_videos,
     substitute,
 )
+from magicanimate import model_layout as layout  # noqa: E402
 
 EXAMPLES = REPO / "example_inputs"
 
@@ -122,18 +122,6 @@ def describe_estimate(prompt: dict, video: Path | None, on_cpu: bool) -> str | N
 # Model files
 
 
-def _load_model_layout():
-    """``magicanimate/model_layout.py`` (plain Python), loaded by file path: the repository root is not put on
-    ``sys.path``, where its ``nodes/`` package would shadow ComfyUI's ``nodes`` module."""
-    spec = importlib.util.spec_from_file_location("_magicanimate_model_layout",
-                                                  REPO / "magicanimate" / "model_layout.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-layout = _load_model_layout()
 WEIGHT_FILES = layout.DIFFUSERS_WEIGHT_FILES
 
 
