@@ -19,7 +19,7 @@ MAX_LINES = 349  # "under 350 lines": small enough to read in one sitting
 OUTSIDE_CITATIONS = re.compile(
     r"[Ss]pec (section|§)|\bspec §|reference spec|finding [A-Z]\d|integration (map|finding)|comfyui-integration\.md"
     r"|magicanimate-reference\.md|shared/spec|\(\s*[BG]\d{1,2}\s*[),]|\b[BG]\d{1,2}:")
-HISTORY = re.compile(r"\([Ii]ssue\s*#?\d+|\b[Ii]ssue\s*#\d+|\b[Ii]ssue \d+[,)]| \(issue \d+\)")
+HISTORY = re.compile(r"\b[Ii]ssues? ?#?\d+\b")
 
 
 def tracked(*suffixes: str) -> list[Path]:

@@ -6,14 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# ------------------------------------------------------------------------------------------------------------------
-# Model file names (relative to ComfyUI's models/<folder>/), shared by both graphs and by scripts/animate.py.
+from magicanimate import model_layout
 
-SD15_CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # models/checkpoints/
-SD_VAE = "vae-ft-mse-840000-ema-pruned.safetensors"  # models/vae/
-TEMPORAL_CHECKPOINT = "temporal_attention.ckpt"  # models/magicanimate/
-APPEARANCE_ENCODER = "appearance_encoder"  # models/magicanimate/<folder>/ (config.json + weights)
-DENSEPOSE_CONTROLNET = "densepose_controlnet"  # models/magicanimate/<folder>/
+# ------------------------------------------------------------------------------------------------------------------
+# Model file names (relative to ComfyUI's models/<folder>/), from the pack's one model-file layout.
+
+SD15_CHECKPOINT = model_layout.SD15_CHECKPOINT.name  # models/checkpoints/
+SD_VAE = model_layout.SD_VAE.name  # models/vae/
+TEMPORAL_CHECKPOINT = model_layout.TEMPORAL.name  # models/magicanimate/
+APPEARANCE_ENCODER = model_layout.APPEARANCE.name  # models/magicanimate/<folder>/ (config.json + weights)
+DENSEPOSE_CONTROLNET = model_layout.CONTROLNET.name  # models/magicanimate/<folder>/
 
 DEMO_IMAGE = "monalisa.png"  # example_inputs/
 DEMO_VIDEO = "running.mp4"  # example_inputs/ (DensePose renderings, 42 frames, 25 fps, 512x512)

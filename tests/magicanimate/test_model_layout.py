@@ -1,8 +1,7 @@
-"""``magicanimate.model_layout``: plain Python, and the names the shipped templates use are the ones it lists."""
+"""``magicanimate.model_layout``: plain Python (no torch, no ComfyUI), one download source and destination per file."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,23 +9,6 @@ from pathlib import Path
 from magicanimate import model_layout as ml
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _build_workflows():
-    if "build_workflows" in sys.modules:
-        return sys.modules["build_workflows"]
-    spec = importlib.util.spec_from_file_location("build_workflows", REPO / "workflows" / "build_workflows.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_templates_name_the_files_of_the_layout():
-    bw = _build_workflows()
-    assert (bw.SD15_CHECKPOINT, bw.SD_VAE) == (ml.SD15_CHECKPOINT.name, ml.SD_VAE.name)
-    assert (bw.TEMPORAL_CHECKPOINT, bw.APPEARANCE_ENCODER, bw.DENSEPOSE_CONTROLNET) == tuple(
-        f.name for f in ml.MAGICANIMATE_FILES)
 
 
 def test_every_file_has_a_download_source_and_a_destination():
