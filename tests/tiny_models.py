@@ -86,3 +86,55 @@ def viridis_frames(n: int, height: int = 64, width: int = 64, expand: bool = Fal
 def text_cond(width: int = 32, value: float = 0.0) -> list:
     """A CONDITIONING of one all-``value`` text embedding ``(1, 77, width)``."""
     return [[torch.full((1, 77, width), value), {}]]
+
+
+# Running Temporal Sample on the tiny networks --------------------------------------------------------------------
+
+SIZE = 32  # pixels; latent 4x4
+
+
+def text(value: float = 0.0) -> list:
+    """A 32-wide CONDITIONING of value ``value``, the tiny networks' text width."""
+    return text_cond(32, value)
+
+
+def hint_frames(n: int) -> torch.Tensor:
+    """IMAGE batch ``(n, SIZE, SIZE, 3)`` whose frame i is the constant (i + 1) / 64: frame ids survive resizing."""
+    return (torch.arange(n, dtype=torch.float32) + 1).div(64).view(n, 1, 1, 1).expand(n, SIZE, SIZE, 3).contiguous()
+
+
+def temporal_sample(tiny_models, frames: int, positive=None, negative=None, appearance=True, pose=True, model=None,
+                    steps: int = 1, cfg: float = 7.5, **kw) -> torch.Tensor:
+    """Pose Control on ``hint_frames(frames)`` then Temporal Sample (the pack's nodes) at ``SIZE`` pixels; the
+    latents ``(frames, 4, SIZE / 8, SIZE / 8)``. ``pose=False``: pose strength 0; ``appearance=False``: none."""
+    from devtools.pack import pack_nodes
+    from magicanimate.comfy_adapter.payloads import Appearance
+
+    by_id = pack_nodes()
+    temporal, encoder, control = tiny_models
+    model = model if model is not None else temporal.model
+    pose_cond = by_id["MagicAnimatePoseControl"].execute(control, hint_frames(frames)).result[0]
+    if not pose:
+        pose_cond.strength = 0.0
+    latent = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(0))
+    app = Appearance(encoder, latent) if appearance else None
+    out = by_id["MagicAnimateTemporalSample"].execute(model, app, pose_cond, positive or text(0.5), negative or text(),
+                                                      seed=1, steps=steps, cfg=cfg, **kw)
+    return out.result[0]["samples"]
+
+
+def sample_without_node(tiny_models, frames: int, model, appearance: bool, size: int = 128) -> torch.Tensor:
+    """One reference-DDIM step through apply_conditioning + sample_video (the node requires an appearance).
+
+    128 pixels: the tiny UNet's middle block then has 2x2 tokens (with one token, self-attention is the identity).
+    """
+    from magicanimate.comfy_adapter.conditioning import apply_conditioning
+    from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
+    from magicanimate.comfy_adapter.sampling import initial_noise, sample_video
+
+    _, encoder, control = tiny_models
+    latent = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
+    app = Appearance(encoder, latent) if appearance else None
+    patched, _ = apply_conditioning(model, app, PoseCondition(control, hint_frames(frames)))
+    start = torch.zeros(frames, 4, size // 8, size // 8)
+    return sample_video(patched, text(0.5), text(), start, initial_noise(1, start, "tiled"), 1, 1, 7.5)
