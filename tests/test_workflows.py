@@ -1,4 +1,4 @@
-"""The shipped workflows (example_workflows/*.json, workflows/api/*.api.json) and scripts.animate, no weights.
+"""The shipped workflows (example_workflows/*.json, workflows/api/*.api.json), no weights.
 
 * the JSON files are exactly what devtools.workflows generates now (no hand edits, no drift), the UI files
   alone in the folder the frontend lists as templates, the API files where it never looks;
@@ -8,7 +8,6 @@
   UI files' positional ``widgets_values`` are in the order ComfyUI's frontend expects;
 * ComfyUI's own ``validate_prompt`` accepts both API workflows (with empty stand-in model and input files);
 * UI and API files describe the same nodes and links;
-* scripts.animate names every missing model file and exits 2 before starting ComfyUI.
 """
 
 from __future__ import annotations
@@ -16,14 +15,11 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import devtools.workflows as bw
-from devtools import comfy_env
 
 REPO = Path(__file__).resolve().parents[1]
 PACK_DIR_NAME = "ComfyUI-MagicAnimate"
@@ -245,70 +241,3 @@ def test_widget_index_follows_control_and_upload_entries():
     assert bw.widget_index("MagicAnimateTemporalSample", "steps") == 2  # after seed's "fixed"
     assert bw.widget_index("KSampler", "denoise") == 6
     assert bw.widget_index("SaveVideo", "codec") == 2
-
-
-def test_animate_substitutes_settings_in_both_formats():
-    from devtools import run_graph
-    for choice in run_graph.WORKFLOW_FILES:
-        prompt, ui = run_graph.load_workflow(choice)
-        run_graph.substitute(prompt, ui, {"width": 64, "height": 96, "steps": 2, "seed": 7, "cfg": 3.0,
-                                        "image": "me.png", "video": "dance.mp4"})
-        assert bw.api_from_ui(ui) == prompt
-        by_type = {}
-        for node in prompt.values():
-            by_type.setdefault(node["class_type"], []).append(node["inputs"])
-        sample = by_type["MagicAnimateTemporalSample"][0]
-        assert (sample["steps"], sample["seed"], sample["cfg"]) == (2, 7, 3.0)
-        assert (by_type["MagicAnimateAppearanceEncode"][0]["width"],
-                by_type["MagicAnimateAppearanceEncode"][0]["height"]) == (64, 96)
-        assert by_type["LoadVideo"][0]["file"] == "dance.mp4"
-        if choice == "basic":
-            assert by_type["LoadImage"][0]["image"] == "me.png"
-        else:
-            assert "LoadImage" not in by_type
-            assert (by_type["EmptyLatentImage"][0]["width"], by_type["KSampler"][0]["steps"]) == (64, 2)
-            assert by_type["KSampler"][0]["cfg"] == 7.0  # the SD1.5 sampler keeps its own guidance
-
-
-@pytest.mark.parametrize("workflow", ["basic", "txt2img"])
-def test_animate_lists_missing_models_and_exits_2(comfy_dir, tmp_path, workflow):
-    models = tmp_path / "models"
-    models.mkdir()
-    proc = subprocess.run(
-        [sys.executable, "-m", "scripts.animate", "--workflow", workflow, "--models-dir", str(models),
-         "--comfyui", str(comfy_dir), "--output", str(tmp_path / "out.mp4")],
-        capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    out = proc.stdout
-    assert "5 of 5" in out
-    for rel in (f"checkpoints/{bw.SD15_CHECKPOINT}", f"vae/{bw.SD_VAE}", f"magicanimate/{bw.TEMPORAL_CHECKPOINT}",
-                f"magicanimate/{bw.APPEARANCE_ENCODER}", f"magicanimate/{bw.DENSEPOSE_CONTROLNET}"):
-        assert str(models / rel) in out, rel
-    for url in ("huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5",
-                "huggingface.co/stabilityai/sd-vae-ft-mse-original",
-                "huggingface.co/zcxu-eric/MagicAnimate/resolve/main/temporal_attention/temporal_attention.ckpt",
-                "huggingface.co/zcxu-eric/MagicAnimate/resolve/main/appearance_encoder/config.json",
-                "huggingface.co/zcxu-eric/MagicAnimate/resolve/main/densepose_controlnet/diffusion_pytorch_model"):
-        assert url in out, url
-    assert not (tmp_path / "out.mp4").exists()
-
-
-def test_tools_find_the_comfyui_the_pack_is_installed_in(comfy_dir, tmp_path, monkeypatch):
-    """scripts.animate and scripts.write_random_models (same search) find ComfyUI/custom_nodes/<pack>/../.."""
-    from scripts import animate
-    comfy = tmp_path / "ComfyUI"
-    for name in ("main.py", "nodes.py"):
-        (comfy / name).parent.mkdir(parents=True, exist_ok=True)
-        (comfy / name).write_text("")
-    (comfy / "comfy").mkdir()
-    (comfy / "custom_nodes").mkdir()
-    (comfy / "custom_nodes" / PACK_DIR_NAME).symlink_to(REPO, target_is_directory=True)
-    monkeypatch.delenv("COMFYUI_PATH", raising=False)
-    monkeypatch.setattr(comfy_env, "REPO_UNRESOLVED", comfy / "custom_nodes" / PACK_DIR_NAME)
-    assert animate.locate_comfyui(None) == (comfy.resolve(), "the ComfyUI this pack is installed in")
-
-    proc = subprocess.run([sys.executable, "-m", "scripts.write_random_models", "--out",
-                           str(tmp_path / "models"), "--comfyui", str(tmp_path / "nowhere")],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert proc.returncode != 0 and "not a ComfyUI tree" in proc.stderr, proc.stdout + proc.stderr
-    assert not (tmp_path / "models").exists()

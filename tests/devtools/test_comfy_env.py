@@ -1,11 +1,19 @@
-"""The test harness itself: the in-process ComfyUI is the right version, on CPU, from the scratch copy."""
+"""devtools.comfy_env: the in-process ComfyUI is the right version, on CPU, from the scratch copy; the tools find
+the ComfyUI the pack is installed in."""
 
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
+
+from devtools import comfy_env
+
+REPO = Path(__file__).resolve().parents[2]
+PACK_DIR_NAME = "ComfyUI-MagicAnimate"
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -34,3 +42,24 @@ def test_bootstrap_is_idempotent(comfy_dir: Path) -> None:
     from devtools.comfy_env import bootstrap_inprocess
 
     bootstrap_inprocess(comfy_dir)  # second call: no-op, no error
+
+
+def test_tools_find_the_comfyui_the_pack_is_installed_in(comfy_dir, tmp_path, monkeypatch):
+    """scripts.animate and scripts.write_random_models (same search) find ComfyUI/custom_nodes/<pack>/../.."""
+    from scripts import animate
+    comfy = tmp_path / "ComfyUI"
+    for name in ("main.py", "nodes.py"):
+        (comfy / name).parent.mkdir(parents=True, exist_ok=True)
+        (comfy / name).write_text("")
+    (comfy / "comfy").mkdir()
+    (comfy / "custom_nodes").mkdir()
+    (comfy / "custom_nodes" / PACK_DIR_NAME).symlink_to(REPO, target_is_directory=True)
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)
+    monkeypatch.setattr(comfy_env, "REPO_UNRESOLVED", comfy / "custom_nodes" / PACK_DIR_NAME)
+    assert animate.locate_comfyui(None) == (comfy.resolve(), "the ComfyUI this pack is installed in")
+
+    proc = subprocess.run([sys.executable, "-m", "scripts.write_random_models", "--out",
+                           str(tmp_path / "models"), "--comfyui", str(tmp_path / "nowhere")],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode != 0 and "not a ComfyUI tree" in proc.stderr, proc.stdout + proc.stderr
+    assert not (tmp_path / "models").exists()
