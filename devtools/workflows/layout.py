@@ -73,18 +73,23 @@ def _slot_pos(ui_node: dict, slot: int, output: bool) -> tuple[float, float]:
     return x + 10, y + SLOT_HEIGHT * rows + 16 + WIDGET_ROW * row
 
 
-def link_curve(start: tuple[float, float], end: tuple[float, float], steps: int = 40) -> list[tuple[float, float]]:
-    """Points of a link as the frontend's spline draws it (LiteGraph ``calculateControlPoints``), ends excluded."""
-    (x0, y0), (x3, y3) = start, end
-    c = max(30.0, ((x3 - x0) ** 2 + (y3 - y0) ** 2) ** 0.5 * 0.25)
-    x1, x2 = x0 + c, x3 - c
+def cubic_points(curve: tuple[float, ...] | list[float], steps: int) -> list[tuple[float, float]]:
+    """``steps - 1`` points of the cubic Bezier ``(x0, y0, x1, y1, x2, y2, x3, y3)`` at t = k / steps, ends excluded."""
+    x0, y0, x1, y1, x2, y2, x3, y3 = curve
     points = []
     for k in range(1, steps):
         t = k / steps
         u = 1 - t
         points.append((u ** 3 * x0 + 3 * u * u * t * x1 + 3 * u * t * t * x2 + t ** 3 * x3,
-                       u ** 3 * y0 + 3 * u * u * t * y0 + 3 * u * t * t * y3 + t ** 3 * y3))
+                       u ** 3 * y0 + 3 * u * u * t * y1 + 3 * u * t * t * y2 + t ** 3 * y3))
     return points
+
+
+def link_curve(start: tuple[float, float], end: tuple[float, float], steps: int = 40) -> list[tuple[float, float]]:
+    """Points of a link as the frontend's spline draws it (LiteGraph ``calculateControlPoints``), ends excluded."""
+    (x0, y0), (x3, y3) = start, end
+    c = max(30.0, ((x3 - x0) ** 2 + (y3 - y0) ** 2) ** 0.5 * 0.25)
+    return cubic_points((x0, y0, x0 + c, y0, x3 - c, y3, x3, y3), steps)
 
 
 def fitted_view(nodes: list[dict]) -> dict:

@@ -14,6 +14,7 @@ from browser.page_scripts import DRAWN_TITLES_JS, GRAPH_JS, LAYOUT_JS, OPENED_VI
 from server_harness import NODE_IDS, PACK_FOLDER, REPO_ROOT
 
 import devtools.workflows as bw
+from devtools.workflows.layout import cubic_points
 
 SCREENSHOT_DIR = REPO_ROOT / "docs" / "screenshots"
 README = REPO_ROOT / "README.md"
@@ -193,17 +194,6 @@ def check_view(opened: dict, view: dict, workflow: dict) -> None:
         assert view["offset"] == pytest.approx(saved["offset"]), (view["offset"], saved)
 
 
-def bezier(curve: list[float], steps: int = 48) -> list[tuple[float, float]]:
-    x0, y0, x1, y1, x2, y2, x3, y3 = curve
-    points = []
-    for k in range(1, steps):
-        t = k / steps
-        u = 1 - t
-        points.append((u ** 3 * x0 + 3 * u * u * t * x1 + 3 * u * t * t * x2 + t ** 3 * x3,
-                       u ** 3 * y0 + 3 * u * u * t * y1 + 3 * u * t * t * y2 + t ** 3 * y3))
-    return points
-
-
 #: A link may run this far (graph units) inside the left or right edge of a node: its own end sits on the slot dot,
 #: 10 units inside the node's edge.
 SLOT_INSET = 12
@@ -223,7 +213,7 @@ def check_layout(page, curves: list[list[float]]) -> None:
         drawn = [c for c in curves if abs(c[0] - link["start"][0]) < 1.5 and abs(c[1] - link["start"][1]) < 1.5
                  and abs(c[6] - link["end"][0]) < 1.5 and abs(c[7] - link["end"][1]) < 1.5]
         assert drawn, f"link {link} was not drawn as a spline from its output to its input: revisit this check"
-        behind = {n["title"] for n in nodes for x, y in bezier(drawn[0])
+        behind = {n["title"] for n in nodes for x, y in cubic_points(drawn[0], 48)
                   if n["rect"][0] + SLOT_INSET < x < n["rect"][2] - SLOT_INSET and n["rect"][1] < y < n["rect"][3]}
         assert not behind, f"link {link['id']} (node {link['from']} -> node {link['to']}) runs behind {sorted(behind)}"
 

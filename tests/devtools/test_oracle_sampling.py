@@ -28,7 +28,6 @@ from devtools.random_weights.model_files import (
 diffusers = pytest.importorskip("diffusers")
 
 
-
 @pytest.fixture(scope="module")
 def tiny_unet() -> OracleUNet3D:
     return load_oracle_unet(make_unet3d_state_dict(TINY, seed=0), TINY)

@@ -30,7 +30,6 @@ from devtools.random_weights.model_files import (
 diffusers = pytest.importorskip("diffusers")
 
 
-
 @pytest.fixture(scope="module")
 def tiny_sd() -> dict:
     return make_unet3d_state_dict(TINY, seed=0)
