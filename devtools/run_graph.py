@@ -49,20 +49,34 @@ def load_workflow(choice: str) -> tuple[dict, dict | None]:
 
 
 def substitute(prompt: dict, ui: dict | None, values: dict[str, object]) -> list[str]:
-    """Write ``values`` (CLI option -> value) into the matching node inputs of both formats; returns what changed."""
-    ui_nodes = {str(n["id"]): n for n in ui["nodes"]} if ui else {}
+    """Write ``values`` (CLI option -> value) into the matching node inputs of both formats; returns what changed.
+
+    The API prompt alone (``ui=None``) needs nothing from ComfyUI; the UI workflow needs the node interfaces
+    (:func:`sync_ui`), read from ComfyUI, so pass it only once ComfyUI's nodes can be loaded."""
     changed = []
-    for node_id, node in prompt.items():
+    for node in prompt.values():
         for option, value in values.items():
             for input_name in _input_names(node["class_type"], option):
                 if input_name not in node["inputs"] or isinstance(node["inputs"][input_name], list):
                     continue  # not in this node, or driven by a link
                 node["inputs"][input_name] = value
                 changed.append(f"{node['class_type']}.{input_name}={value!r}")
-                ui_node = ui_nodes.get(node_id)
-                if ui_node is not None and ui_node["type"] in bw.NODE_SPECS:
-                    ui_node["widgets_values"][bw.widget_index(ui_node["type"], input_name)] = value
+    if ui is not None:
+        sync_ui(prompt, ui)
     return changed
+
+
+def sync_ui(prompt: dict, ui: dict) -> None:
+    """Copy the widget values of the API prompt into the matching UI workflow (same node ids), so that the workflow
+    a saved video embeds shows the values that ran. Reads the node interfaces from ComfyUI (``bw.NODE_SPECS``)."""
+    for ui_node in ui["nodes"]:
+        node = prompt.get(str(ui_node["id"]))
+        if node is None or ui_node["type"] not in bw.NODE_SPECS:
+            continue
+        for inp in bw.NODE_SPECS[ui_node["type"]].widgets:
+            value = node["inputs"].get(inp.name)
+            if value is not None and not isinstance(value, list):
+                ui_node["widgets_values"][bw.widget_index(ui_node["type"], inp.name)] = value
 
 
 def _input_names(class_type: str, option: str) -> list[str]:
@@ -181,6 +195,8 @@ async def run_prompt(prompt: dict, ui: dict | None, console: ConsoleServer, verb
     if unknown:
         raise SystemExit(f"ComfyUI has no node(s) {', '.join(unknown)}; the pack failed to load "
                          "(run with --verbose to see why).")
+    if ui is not None:
+        sync_ui(prompt, ui)  # ComfyUI's nodes are loaded now: their interfaces place the values in the UI copy
     prompt_id = str(uuid.uuid4())
     valid, error, outputs, node_errors = await execution.validate_prompt(prompt_id, prompt, None)
     if not valid:

@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         for option in ("width", "height", "steps", "seed", "cfg"):
             if getattr(args, option) is not None:
                 values[option] = getattr(args, option)
-        changed = substitute(prompt, ui, values)
+        changed = substitute(prompt, None, values)  # the UI copy follows once ComfyUI's nodes are loaded
         if args.verbose:
             print("settings: " + ", ".join(changed))
 

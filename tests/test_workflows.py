@@ -4,8 +4,9 @@
   alone in the folder the frontend lists as templates, the API files where it never looks;
 * every UI file opens readable: its saved zoom is at or above the frontend's own text level-of-detail threshold (read
   from the frontend package) and every node lies in the uncovered part of a 1920x1080 window;
-* the builder's node table (input order, widgets, defaults, outputs) matches the real ComfyUI + pack nodes, so the
-  UI files' positional ``widgets_values`` are in the order ComfyUI's frontend expects;
+* the builder's node specs (input order, widgets, defaults, outputs; read from ComfyUI, core nodes pinned to the
+  version the files declare) match the real ComfyUI + pack nodes, so the UI files' positional ``widgets_values`` are
+  in the order ComfyUI's frontend expects;
 * ComfyUI's own ``validate_prompt`` accepts both API workflows (with empty stand-in model and input files);
 * UI and API files describe the same nodes and links;
 """
@@ -133,9 +134,10 @@ def test_ui_workflow_opens_readable_with_nothing_hidden(graph):
 
 @pytest.mark.parametrize("class_type", sorted(set(bw.NODE_SPECS) - set(EXTERNAL)))
 def test_node_table_matches_real_node(comfy_nodes, class_type):
-    """The table the templates are built from holds on the running ComfyUI. A newer core may add optional inputs after
-    the table's, make a required input optional, append outputs (links use slot indices), mark the node deprecated in
-    its display name, or make a combo a dynamic combo; everything else the table declares must still hold."""
+    """The specs the templates are built from hold on the running ComfyUI. They are read from it, but core nodes are
+    pinned to the version the files declare (``schemas.CORE_PINS``): a newer core may add optional inputs after the
+    spec's, make a required input optional, append outputs (links use slot indices), mark the node deprecated in its
+    display name, or make a combo a dynamic combo; everything else the spec declares must still hold."""
     spec = bw.NODE_SPECS[class_type]
     info = _node_info(comfy_nodes.NODE_CLASS_MAPPINGS[class_type])
     assert info["display_name"] in (spec.display_name, f"{spec.display_name} (DEPRECATED)")
@@ -145,7 +147,7 @@ def test_node_table_matches_real_node(comfy_nodes, class_type):
     assert all(extra in info["input"].get("optional", {}) for extra in order[len(names):]), order
     for inp in spec.inputs:
         section = "optional" if inp.name in info["input"].get("optional", {}) else "required"
-        assert not inp.optional or section == "optional", inp.name  # required in the table may have become optional
+        assert not inp.optional or section == "optional", inp.name  # required in the spec may have become optional
         entry = info["input"][section][inp.name]
         type_, opts = entry[0], (entry[1] if len(entry) > 1 else {})
         type_ = "COMBO" if isinstance(type_, list) or "DYNAMICCOMBO" in str(type_).upper() else type_

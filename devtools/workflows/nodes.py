@@ -1,8 +1,9 @@
-"""What the builder knows about each node it uses (input order, widgets, outputs, UI size), and the model and
-input file names the shipped graphs name."""
+"""What the builder knows about each node it uses (input order, widgets, outputs: read from ComfyUI; UI size: kept
+here), and the model and input file names the shipped graphs name."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,9 @@ ALIGN_REFERENCE_POSE = "demo4_densepose.png"  # example_inputs/ (first frame of 
 DEMO_INPUTS = (DEMO_IMAGE, DEMO_VIDEO, ALIGN_IMAGE, ALIGN_REFERENCE_POSE)  # example_inputs/ files the graphs load
 
 # ------------------------------------------------------------------------------------------------------------------
-# Node specs: just enough of each node's definition to write both formats.
+# Node specs: just enough of each node's definition to write both formats. The inputs, outputs and display names come
+# from ComfyUI itself (:mod:`.schemas`, on first use of :data:`NODE_SPECS`); this module keeps what ComfyUI cannot
+# tell: each node's UI size, whether it is this pack's, and the one node of a pack that is not installed here.
 
 
 @dataclass(frozen=True)
@@ -70,43 +73,44 @@ class NodeSpec:
         return [i for i in self.inputs if i.widget]
 
 
-NODE_SPECS: dict[str, NodeSpec] = {
+@dataclass(frozen=True)
+class NodeUI:
+    """What ComfyUI cannot tell about a node the graphs use: its UI size (see :class:`NodeSpec`), and whether it is a
+    node of this pack (read from the pack's ``nodes/`` package) or of ComfyUI's core (its ``nodes`` module and
+    ``comfy_extras``)."""
+
+    size: tuple[int, int]
+    pack: bool = False
+
+
+#: class_type -> UI facts of every installed node the graphs use; :data:`NODE_SPECS` adds each one's interface.
+NODE_UI: dict[str, NodeUI] = {
     # --- ComfyUI core (nodes.py, comfy_extras/nodes_video.py) ---
-    "CheckpointLoaderSimple": NodeSpec(
-        "Load Checkpoint", (W("ckpt_name", "COMBO"),), (("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")),
-        size=(300, 100)),
-    "CLIPTextEncode": NodeSpec(
-        "CLIP Text Encode (Prompt)", (W("text", "STRING"), S("clip", "CLIP")), (("CONDITIONING", "CONDITIONING"),),
-        size=(360, 100)),
-    "VAELoader": NodeSpec("Load VAE", (W("vae_name", "COMBO"),), (("VAE", "VAE"),), size=(300, 60)),
-    "LoadImage": NodeSpec(
-        "Load Image", (W("image", "COMBO", upload=True),), (("IMAGE", "IMAGE"), ("MASK", "MASK")), size=(310, 330)),
-    "LoadVideo": NodeSpec("Load Video", (W("file", "COMBO", upload=True),), (("VIDEO", "VIDEO"),), size=(300, 380)),
-    "GetVideoComponents": NodeSpec(
-        "Get Video Components", (S("video", "VIDEO"),), (("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")),
-        size=(230, 110)),
-    "EmptyLatentImage": NodeSpec(
-        "Empty Latent Image", (W("width", "INT", 512), W("height", "INT", 512), W("batch_size", "INT", 1)),
-        (("LATENT", "LATENT"),), size=(240, 110)),
-    "KSampler": NodeSpec(
-        "KSampler",
-        (S("model", "MODEL"), W("seed", "INT", 0, control=True), W("steps", "INT", 20), W("cfg", "FLOAT", 8.0),
-         W("sampler_name", "COMBO"), W("scheduler", "COMBO"), S("positive", "CONDITIONING"),
-         S("negative", "CONDITIONING"), S("latent_image", "LATENT"), W("denoise", "FLOAT", 1.0)),
-        (("LATENT", "LATENT"),), size=(260, 270)),
-    "ImageBatch": NodeSpec("Batch Images", (S("image1", "IMAGE"), S("image2", "IMAGE")), (("IMAGE", "IMAGE"),),
-                           size=(250, 60)),
-    "VAEDecode": NodeSpec("VAE Decode", (S("samples", "LATENT"), S("vae", "VAE")), (("IMAGE", "IMAGE"),),
-                          size=(180, 70)),
-    "CreateVideo": NodeSpec(
-        "Create Video", (S("images", "IMAGE"), W("fps", "FLOAT", 30.0), S("audio", "AUDIO", optional=True)),
-        (("VIDEO", "VIDEO"),), size=(220, 110)),
-    "SaveVideo": NodeSpec(
-        "Save Video",
-        (S("video", "VIDEO"), W("filename_prefix", "STRING", "video/ComfyUI"), W("format", "COMBO", "auto"),
-         W("codec", "COMBO", "auto")),
-        (), size=(260, 200)),
-    # --- comfyui_controlnet_aux (node_wrappers/densepose.py): the DensePose estimator of the third workflow ---
+    "CheckpointLoaderSimple": NodeUI((300, 100)),
+    "CLIPTextEncode": NodeUI((360, 100)),
+    "VAELoader": NodeUI((300, 60)),
+    "LoadImage": NodeUI((310, 330)),
+    "LoadVideo": NodeUI((300, 380)),
+    "GetVideoComponents": NodeUI((230, 110)),
+    "EmptyLatentImage": NodeUI((240, 110)),
+    "KSampler": NodeUI((260, 270)),
+    "ImageBatch": NodeUI((250, 60)),
+    "VAEDecode": NodeUI((180, 70)),
+    "CreateVideo": NodeUI((220, 110)),
+    "SaveVideo": NodeUI((260, 200)),
+    # --- this pack (nodes/*.py) ---
+    "MagicAnimateLoader": NodeUI((380, 180), pack=True),
+    "MagicAnimateAppearanceEncode": NodeUI((310, 150), pack=True),
+    "MagicAnimatePoseControl": NodeUI((290, 150), pack=True),
+    "MagicAnimateSegmentFuse": NodeUI((280, 134), pack=True),
+    "MagicAnimateTemporalSample": NodeUI((290, 370), pack=True),
+    "MagicAnimatePoseAlign": NodeUI((240, 80), pack=True),
+}
+
+#: The only hand copy of a node interface: comfyui_controlnet_aux (node_wrappers/densepose.py), the DensePose
+#: estimator of the third workflow. That pack is not installed with this one (nor in the tests), so its interface
+#: cannot be read from ComfyUI; this entry copies the interface its source declares.
+HAND_SPECS: dict[str, NodeSpec] = {
     "DensePosePreprocessor": NodeSpec(
         "DensePose Estimator",
         (S("image", "IMAGE"), W("model", "COMBO", "densepose_r50_fpn_dl.torchscript"),
@@ -114,42 +118,41 @@ NODE_SPECS: dict[str, NodeSpec] = {
         # Taller than its widgets need: without comfyui_controlnet_aux the frontend draws a missing-node placeholder
         # whose value boxes need about 200 px, and the node below must not hide under it.
         (("IMAGE", "IMAGE"),), cnr_id="comfyui_controlnet_aux", size=(400, 210)),
-    # --- this pack (nodes/*.py) ---
-    "MagicAnimateLoader": NodeSpec(
-        "Load MagicAnimate (Animate Anyone-style)",
-        (W("temporal_checkpoint", "COMBO"), W("appearance_encoder", "COMBO"), W("densepose_controlnet", "COMBO"),
-         W("weight_dtype", "COMBO", "auto"), S("model", "MODEL", optional=True)),
-        (("MODEL", "MODEL"), ("appearance_encoder", "MAGICANIMATE_APPEARANCE_ENCODER"), ("CONTROL_NET", "CONTROL_NET")),
-        pack=True, size=(380, 180)),
-    "MagicAnimateAppearanceEncode": NodeSpec(
-        "MagicAnimate Appearance Encode",
-        (S("appearance_encoder", "MAGICANIMATE_APPEARANCE_ENCODER"), S("vae", "VAE"), S("image", "IMAGE"),
-         W("fit", "COMBO", "stretch"), W("width", "INT", 512), W("height", "INT", 512)),
-        (("appearance", "MAGICANIMATE_APPEARANCE"),), pack=True, size=(310, 150)),
-    "MagicAnimatePoseControl": NodeSpec(
-        "Pose Control (DensePose video)",
-        (S("control_net", "CONTROL_NET"), S("pose_frames", "IMAGE"), W("strength", "FLOAT", 1.0),
-         W("start_percent", "FLOAT", 0.0), W("end_percent", "FLOAT", 1.0), W("fit", "COMBO", "stretch")),
-        (("pose", "MAGICANIMATE_POSE"),), pack=True, size=(290, 150)),
-    "MagicAnimateSegmentFuse": NodeSpec(
-        "MagicAnimate Segment Fuse",
-        (W("length", "INT", 16), W("overlap", "INT", 4), W("closed_loop", "BOOLEAN", True),
-         W("fuse", "COMBO", "average")),
-        (("segments", "MAGICANIMATE_SEGMENTS"),), pack=True, size=(280, 134)),
-    "MagicAnimateTemporalSample": NodeSpec(
-        "Temporal Sample (dance video)",
-        (S("model", "MODEL"), S("appearance", "MAGICANIMATE_APPEARANCE"), S("pose", "MAGICANIMATE_POSE"),
-         S("positive", "CONDITIONING"), S("negative", "CONDITIONING"), W("seed", "INT", 1, control=True),
-         W("steps", "INT", 25), W("cfg", "FLOAT", 7.5), W("sampler_name", "COMBO", "reference_ddim"),
-         W("scheduler", "COMBO", "normal"), W("denoise", "FLOAT", 1.0), W("noise_mode", "COMBO", "tiled"),
-         S("segments", "MAGICANIMATE_SEGMENTS", optional=True), S("latent", "LATENT", optional=True),
-         S("noise", "NOISE", optional=True)),
-        (("LATENT", "LATENT"),), pack=True, size=(290, 370)),
-    "MagicAnimatePoseAlign": NodeSpec(
-        "MagicAnimate Pose Align",
-        (S("pose_frames", "IMAGE"), S("reference_pose", "IMAGE"), W("mode", "COMBO", "first-frame")),
-        (("pose_frames", "IMAGE"),), pack=True, size=(240, 80)),
 }
+
+
+class _NodeSpecs(Mapping):
+    """class_type -> :class:`NodeSpec` of every node the graphs use: :data:`NODE_UI` nodes with the interface ComfyUI
+    serves for them (derived on first use, which imports ComfyUI; :func:`load_node_specs`), and :data:`HAND_SPECS`."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, NodeSpec] | None = None
+
+    def load(self, comfyui: str | None = None) -> dict[str, NodeSpec]:
+        if self._specs is None:
+            from .schemas import derived_specs  # imports ComfyUI (starting it first unless this process has)
+
+            self._specs = {**derived_specs(NODE_UI, comfyui), **HAND_SPECS}
+        return self._specs
+
+    def __getitem__(self, class_type: str) -> NodeSpec:
+        return self.load()[class_type]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.load())
+
+    def __len__(self) -> int:
+        return len(self.load())
+
+
+NODE_SPECS: Mapping[str, NodeSpec] = _NodeSpecs()
+
+
+def load_node_specs(comfyui: str | None = None) -> Mapping[str, NodeSpec]:
+    """:data:`NODE_SPECS`, derived now; ``comfyui``: the ComfyUI tree to start when this process has none running
+    (default: found as :func:`devtools.comfy_env.locate_comfyui` finds it)."""
+    NODE_SPECS.load(comfyui)
+    return NODE_SPECS
 
 #: An output of a node in a :class:`~devtools.workflows.graph.Graph`: (node id, output slot).
 @dataclass(frozen=True)
