@@ -141,7 +141,8 @@ class TemporalTransformer3D(nn.Module):
         for block in self.transformer_blocks:
             tokens = block(tokens, frames, attention)
         tokens = self.proj_out(tokens)
-        return tokens.reshape(bf, h, w, c).permute(0, 3, 1, 2) + x
+        # x first: the sum takes its memory layout, not the permuted (channels-last) one of the tokens.
+        return x + tokens.reshape(bf, h, w, c).permute(0, 3, 1, 2)
 
 
 class MotionModule(nn.Module):
