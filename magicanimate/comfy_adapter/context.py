@@ -63,21 +63,35 @@ class SegmentWindow:
         self.index_list = [int(i) for i in index_list]
         self.dim = dim
         self.context_length = len(self.index_list)
+        first = self.index_list[0] if self.index_list else 0
+        # Consecutive frames (every window but a closed loop's wrapping one) are a slice: no index tensor to copy to
+        # the device in every window of every step.
+        self._start = first if self.index_list == list(range(first, first + self.context_length)) else None
+        self._indices: dict[torch.device, torch.Tensor] = {}
 
     def _index(self, full: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(self.index_list, device=full.device, dtype=torch.long)
+        """The index tensor on ``full``'s device, built once per device (one host-to-device copy per run)."""
+        index = self._indices.get(full.device)
+        if index is None:
+            index = self._indices[full.device] = torch.tensor(self.index_list, device=full.device, dtype=torch.long)
+        return index
 
     def get_tensor(self, full: torch.Tensor, device=None, dim: int | None = None) -> torch.Tensor:
-        """The window's frames of ``full`` along ``dim``; a single-frame tensor (broadcast to all) as it is."""
+        """The window's frames of ``full`` along ``dim`` (a copy); a single-frame tensor (broadcast to all) as it is."""
         dim = self.dim if dim is None else dim
         if dim == 0 and full.shape[dim] == 1:
             return full
+        if self._start is not None:
+            return full.narrow(dim, self._start, self.context_length).clone().to(device)
         return full.index_select(dim, self._index(full)).to(device)
 
     def add_window(self, full: torch.Tensor, to_add: torch.Tensor, dim: int | None = None) -> torch.Tensor:
         """Add ``to_add`` (the window's frames) into ``full`` at the window's frames, in place; returns ``full``."""
         dim = self.dim if dim is None else dim
-        full.index_add_(dim, self._index(full), to_add.to(full.dtype))
+        if self._start is not None:
+            full.narrow(dim, self._start, self.context_length).add_(to_add.to(full.dtype))
+        else:
+            full.index_add_(dim, self._index(full), to_add.to(full.dtype))
         return full
 
 
@@ -127,13 +141,25 @@ class SegmentHandler(cw.ContextHandlerABC):
         self.closed_loop = options.closed_loop
         self.fuse = options.fuse
         self._controls = StepControls()
+        self._windows: dict[int, list[SegmentWindow]] = {}  # per frame count: the same windows every step
+        self._weights: dict[tuple[int, torch.device], torch.Tensor] = {}  # per window length and device
 
     def __deepcopy__(self, memo: dict) -> SegmentHandler:
         # ModelPatcher.clone deep-copies model_options: options are immutable, per-evaluation state is not kept.
         return SegmentHandler(self.options)
 
     def get_context_windows(self, model, x_in: torch.Tensor, model_options: dict) -> list[SegmentWindow]:
-        return [SegmentWindow(w, dim=self.dim) for w in self.options.windows(x_in.size(self.dim))]
+        num_frames = x_in.size(self.dim)
+        if num_frames not in self._windows:
+            self._windows[num_frames] = [SegmentWindow(w, dim=self.dim) for w in self.options.windows(num_frames)]
+        return self._windows[num_frames]
+
+    def _fuse_weights(self, length: int, device: torch.device) -> torch.Tensor:
+        """The fusion weights of a window of ``length`` frames, ``(length,)`` float32 on ``device``, built once."""
+        key = (length, device)
+        if key not in self._weights:
+            self._weights[key] = torch.tensor(FUSE_METHODS[self.fuse](length), device=device)
+        return self._weights[key]
 
     def should_use_context(self, model, conds, x_in: torch.Tensor, timestep, model_options: dict) -> bool:
         return x_in.size(self.dim) > self.context_length
@@ -164,7 +190,7 @@ class SegmentHandler(cw.ContextHandlerABC):
                 sub_t = window.get_tensor(timestep, dim=0)
                 sub_conds = [self.get_resized_cond(cond, x_in, window) for cond in conds]
                 outs = calc_cond_batch(model, sub_conds, sub_x, sub_t, model_options)
-                weights = torch.tensor(FUSE_METHODS[self.fuse](window.context_length), device=x_in.device)
+                weights = self._fuse_weights(window.context_length, x_in.device)
                 weights = weights.reshape([-1 if d == self.dim else 1 for d in range(x_in.ndim)])
                 for i, out in enumerate(outs):
                     window.add_window(sums[i], out * weights)

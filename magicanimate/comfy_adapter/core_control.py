@@ -51,7 +51,10 @@ def window_hint(hint: torch.Tensor, index_list: list[int]) -> torch.Tensor:
     cropping and windows").
     """
     last = hint.shape[0] - 1
-    idx = torch.tensor([min(int(i), last) for i in index_list], dtype=torch.long, device=hint.device)
+    frames = [min(int(i), last) for i in index_list]
+    if frames == list(range(frames[0], frames[0] + len(frames))):  # consecutive: a slice, no index tensor to copy
+        return hint[frames[0]:frames[0] + len(frames)].clone()
+    idx = torch.tensor(frames, dtype=torch.long, device=hint.device)
     return hint.index_select(0, idx)
 
 
