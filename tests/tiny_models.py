@@ -16,8 +16,7 @@ import torch
 
 from devtools.random_weights.model_files import (
     TINY,
-    write_appearance_encoder,
-    write_controlnet,
+    write_model_set,
     write_temporal_checkpoint,
 )
 
@@ -40,10 +39,8 @@ class TinyFiles:
 def write_tiny_files(root: Path) -> TinyFiles:
     """Write the tiny files under ``root`` (seeds 0, 1, 2 for the denoiser, encoder and ControlNet)."""
     temporal = root / "temporal_attention.ckpt"
-    sd = write_temporal_checkpoint(temporal, TINY, seed=0)
+    sd = write_model_set(root, TINY)
     write_temporal_checkpoint(root / "motion_only.ckpt", TINY, seed=0, kind="motion_only")
-    write_appearance_encoder(root / "appearance_encoder", TINY, seed=1)
-    write_controlnet(root / "densepose_controlnet", TINY, seed=2)
     return TinyFiles(root, temporal, sd, root / "motion_only.ckpt", root / "appearance_encoder",
                      root / "densepose_controlnet")
 

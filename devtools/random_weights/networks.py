@@ -48,9 +48,7 @@ def load_networks(config: str, dtype: str, workdir: str | None, scratch: Path) -
     from devtools.random_weights.model_files import (
         FULL,
         TINY,
-        write_appearance_encoder,
-        write_controlnet,
-        write_temporal_checkpoint,
+        write_model_set,
     )
     from magicanimate.comfy_adapter.loaders import (
         load_appearance_encoder,
@@ -63,9 +61,7 @@ def load_networks(config: str, dtype: str, workdir: str | None, scratch: Path) -
     work = Path(workdir) if workdir else scratch / "models"
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "temporal_attention.ckpt").exists():
-        write_temporal_checkpoint(work / "temporal_attention.ckpt", cfg, seed=0, dtype=torch.float16)
-        write_appearance_encoder(work / "appearance_encoder", cfg, seed=1)
-        write_controlnet(work / "densepose_controlnet", cfg, seed=2)
+        write_model_set(work, cfg, temporal_dtype=torch.float16)
     gc.collect()
     return Networks(config=cfg, dtype=weight_dtype,
                     temporal=load_temporal_model(str(work / "temporal_attention.ckpt"), weight_dtype),
