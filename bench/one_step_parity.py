@@ -48,15 +48,14 @@ def main() -> None:
     import comfy.model_management
 
     import devtools.oracle as ou
+    from devtools.oracle import layers as oracle_layers
     from devtools.random_weights.model_files import (
         FULL,
         TINY,
         load_oracle_appearance_encoder,
         load_oracle_controlnet,
         load_oracle_unet,
-        write_appearance_encoder,
-        write_controlnet,
-        write_temporal_checkpoint,
+        write_model_set,
     )
     from magicanimate.comfy_adapter.conditioning import apply_conditioning
     from magicanimate.comfy_adapter.loaders import (
@@ -73,10 +72,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     stage(f"writing random {args.config} model files to {work}")
     t0 = time.time()
-    sd = write_temporal_checkpoint(work / "temporal_attention.ckpt", cfg, seed=0)
-    del sd
-    write_appearance_encoder(work / "appearance_encoder", cfg, seed=1)
-    write_controlnet(work / "densepose_controlnet", cfg, seed=2)
+    write_model_set(work, cfg)
     gc.collect()
     t_write = time.time() - t0
 
@@ -113,12 +109,12 @@ def main() -> None:
     gc.collect()
 
     # --- the oracle, from the same files (attention chunked over the batch only to bound memory; same math)
-    plain_attention = ou.softmax_attention
+    plain_attention = oracle_layers.softmax_attention  # the oracle's layers look it up in their own module
 
     def chunked(q, k, v, heads):
         return torch.cat([plain_attention(q[i:i + 1], k[i:i + 1], v[i:i + 1], heads) for i in range(q.shape[0])])
 
-    ou.softmax_attention = chunked
+    oracle_layers.softmax_attention = chunked
     from safetensors.torch import load_file  # noqa: F401  (the fixtures read their own files)
 
     stage("oracle step")
