@@ -82,7 +82,7 @@ class SegmentWindow:
         if dim == 0 and full.shape[dim] == 1:
             return full
         if self._start is not None:
-            return full.narrow(dim, self._start, self.context_length).clone().to(device)
+            return full.narrow(dim, self._start, self.context_length).to(device=device, copy=True)
         return full.index_select(dim, self._index(full)).to(device)
 
     def add_window(self, full: torch.Tensor, to_add: torch.Tensor, dim: int | None = None) -> torch.Tensor:
