@@ -38,10 +38,12 @@ def bootstrap() -> Path:
     return scratch
 
 
-def load_networks(config: str, dtype: str, workdir: str | None, scratch: Path) -> Networks:
+def load_networks(config: str, dtype: str, workdir: str | None, scratch: Path,
+                  shapes: dict | None = None) -> Networks:
     """Write (unless already in ``workdir``) and load the temporal MODEL, appearance encoder and ControlNet.
 
-    ``config``: "full" (the real shapes) or "tiny"; ``dtype``: one of :data:`DTYPES`. Call after :func:`bootstrap`.
+    ``config``: "full" (the real shapes) or "tiny"; ``dtype``: one of :data:`DTYPES`; ``shapes``: the diffusers
+    folders' key shapes (``diffusers_shapes``) where diffusers is not installed. Call after :func:`bootstrap`.
     """
     import torch
 
@@ -61,7 +63,7 @@ def load_networks(config: str, dtype: str, workdir: str | None, scratch: Path) -
     work = Path(workdir) if workdir else scratch / "models"
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "temporal_attention.ckpt").exists():
-        write_model_set(work, cfg, temporal_dtype=torch.float16)
+        write_model_set(work, cfg, temporal_dtype=torch.float16, shapes=shapes)
     gc.collect()
     return Networks(config=cfg, dtype=weight_dtype,
                     temporal=load_temporal_model(str(work / "temporal_attention.ckpt"), weight_dtype),

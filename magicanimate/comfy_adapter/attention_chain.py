@@ -8,7 +8,9 @@ other nodes installed there:
   middle block) keeps running: it gets the whole batch, and its output is kept for the rows where MagicAnimate does
   plain self-attention (unconditional rows); conditional rows get the reference attention;
 - rows are told apart by their cond's uuid (positive text or not), not by their place in the call, so an extra pass
-  on the negative cond alone (SelfAttentionGuidance's) is not given the reference attention;
+  on the negative cond alone (SelfAttentionGuidance's) is not given the reference attention. The labels are worked
+  out per model call outside the UNet (an ``APPLY_MODEL`` wrapper) and handed in as plain integers: read inside a
+  ``torch.compile``d UNet, the uuids (new in every prompt) would be guarded on, and every prompt would recompile;
 - a replace added for one model call only (e.g. PerturbedAttentionGuidance's perturbed pass, which puts a
   ``(block, id)`` replace into the call's ``model_options``) wins over ours for that call, as it would on a plain UNet.
 """
@@ -22,7 +24,7 @@ import torch
 from comfy.patcher_extension import WrappersMP
 
 from ..rows import chunk_rows
-from .keys import REFERENCE_ATTENTION, REFERENCE_ATTENTION_MARK
+from .keys import REFERENCE_ATTENTION, REFERENCE_ATTENTION_MARK, ROW_LABELS
 
 __all__ = ["install_reference_attention"]
 
@@ -41,6 +43,11 @@ class _PositiveRows:
         return self
 
     def labels(self, extra: dict) -> list[int]:
+        """0 (positive text) or 1 per cond chunk of the call; from ``extra[ROW_LABELS]`` where the ``APPLY_MODEL``
+        wrapper put them."""
+        known = extra.get(ROW_LABELS)
+        if known is not None:
+            return list(known)
         cu = list(extra.get("cond_or_uncond") or [0])
         uuids = extra.get("uuids")
         if self.uuids and uuids is not None and len(uuids) == len(cu):
@@ -75,6 +82,19 @@ def _outer_sample_wrapper(positive: _PositiveRows) -> Callable:
             return executor(*args, **kwargs)
         finally:
             positive.uuids = None
+
+    return wrapper
+
+
+def _apply_model_wrapper(positive: _PositiveRows) -> Callable:
+    """Labels the call's chunks before the UNet runs (outside a compiled UNet: see the module docstring)."""
+    def wrapper(executor, *args, **kwargs):
+        if len(args) > 5:
+            args = (*args[:5], {**args[5], ROW_LABELS: positive.labels(args[5])}, *args[6:])
+        elif isinstance(kwargs.get("transformer_options"), dict):
+            options = kwargs["transformer_options"]
+            kwargs = {**kwargs, "transformer_options": {**options, ROW_LABELS: positive.labels(options)}}
+        return executor(*args, **kwargs)
 
     return wrapper
 
@@ -115,4 +135,5 @@ def install_reference_attention(model: comfy.model_patcher.ModelPatcher, replace
         model.set_model_attn1_replace(_chained(replace, before.get(key), positive), *key)
     model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, REFERENCE_ATTENTION, _per_call_wrapper(list(keys), before))
     model.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, REFERENCE_ATTENTION, _outer_sample_wrapper(positive))
+    model.add_wrapper_with_key(WrappersMP.APPLY_MODEL, REFERENCE_ATTENTION, _apply_model_wrapper(positive))
     return before

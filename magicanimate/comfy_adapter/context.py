@@ -21,7 +21,7 @@ import comfy.model_management
 import torch
 
 from ..windows import pyramid_weights, segment_windows
-from .core_control import StepControls, resize_conds_controls
+from .core_control import PreparedHints, StepControls, resize_conds_controls
 from .keys import SEGMENT_HANDLER_MARK
 
 __all__ = ["SegmentOptions", "SegmentHandler", "SegmentWindow", "FUSE_METHODS"]
@@ -140,6 +140,7 @@ class SegmentHandler(cw.ContextHandlerABC):
         self.context_overlap = options.overlap
         self.closed_loop = options.closed_loop
         self.fuse = options.fuse
+        self._hints = PreparedHints()  # core ControlNet hints fitted once per frame per run
         self._controls = StepControls()
         self._windows: dict[int, list[SegmentWindow]] = {}  # per frame count: the same windows every step
         self._weights: dict[tuple[int, torch.device], torch.Tensor] = {}  # per window length and device
@@ -147,6 +148,10 @@ class SegmentHandler(cw.ContextHandlerABC):
     def __deepcopy__(self, memo: dict) -> SegmentHandler:
         # ModelPatcher.clone deep-copies model_options: options are immutable, per-evaluation state is not kept.
         return SegmentHandler(self.options)
+
+    def end_run(self) -> None:
+        """The sampling run is over (the MODEL's cleanup): drop the core ControlNet hints prepared for it."""
+        self._hints.clear()
 
     def get_context_windows(self, model, x_in: torch.Tensor, model_options: dict) -> list[SegmentWindow]:
         num_frames = x_in.size(self.dim)
@@ -176,7 +181,7 @@ class SegmentHandler(cw.ContextHandlerABC):
         """Run every window through ``calc_cond_batch`` and return, per cond, the fused prediction like ``x_in``."""
         num_frames = x_in.size(self.dim)
         windows = self.get_context_windows(model, x_in, model_options)
-        self._controls = StepControls([w.index_list for w in windows], num_frames)
+        self._controls = StepControls([w.index_list for w in windows], num_frames, self._hints)
         shape = [1] * x_in.ndim
         shape[self.dim] = num_frames
         sums = [torch.zeros_like(x_in) for _ in conds]

@@ -8,7 +8,8 @@ and nothing else in the pack builds such a string.
 from __future__ import annotations
 
 __all__ = ["TEMPORAL_INJECTIONS", "FRAMES_WRAPPER", "POSITIONS_WRAPPER", "CORE_SAMPLER_CHECK", "CONDITIONING",
-           "REFERENCE_ATTENTION", "WINDOW_MEMORY", "SHARED_WEIGHTS_CALLBACK", "REFERENCE_ATTENTION_MARK",
+           "REFERENCE_ATTENTION", "WINDOW_MEMORY", "SHARED_WEIGHTS_CALLBACK", "RUN_CLEANUP_CALLBACK", "ROW_LABELS",
+           "REFERENCE_ATTENTION_MARK",
            "SEGMENT_HANDLER_MARK"]
 
 #: ``ModelPatcher`` injections of the temporal denoiser (motion modules, joint GroupNorm). A MODEL that has them is a
@@ -29,6 +30,11 @@ REFERENCE_ATTENTION = "magicanimate_attention"
 WINDOW_MEMORY = "magicanimate_window_memory"
 #: ``ON_DETACH`` callback of a private module tree that shares a user's weights.
 SHARED_WEIGHTS_CALLBACK = "magicanimate_shared_weights"
+#: ``ON_CLEANUP`` callback of the temporal MODEL: the sampling run is over, per-run state of its window handler goes.
+RUN_CLEANUP_CALLBACK = "magicanimate_run_cleanup"
+#: ``transformer_options`` entry: per cond chunk of a model call, 0 for positive-text rows, 1 for the others (the
+#: reference attention's row labels, worked out before the UNet runs).
+ROW_LABELS = "magicanimate_row_labels"
 #: Attribute set on the pack's attn1 replace functions, so a wrapper can tell them from other nodes' replaces.
 REFERENCE_ATTENTION_MARK = "_magicanimate_reference_attention"
 #: Class attribute of the pack's context handler. An attribute test, not ``isinstance``: a second import of the pack

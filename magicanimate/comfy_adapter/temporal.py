@@ -24,14 +24,14 @@ import comfy.ops
 import torch
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
-from comfy.patcher_extension import PatcherInjection, WrappersMP
+from comfy.patcher_extension import CallbacksMP, PatcherInjection, WrappersMP
 
 from ..motion_module import MotionModuleSet, placements
 from ..rows import chunk_length
 from .composition_checks import install_core_sampler_check
 from .context import SegmentHandler, SegmentOptions
 from .dtypes import compute_dtype
-from .keys import FRAMES_WRAPPER, POSITIONS_WRAPPER, TEMPORAL_INJECTIONS
+from .keys import FRAMES_WRAPPER, POSITIONS_WRAPPER, RUN_CLEANUP_CALLBACK, TEMPORAL_INJECTIONS
 from .memory_required import update_memory_estimate
 from .model_sampling import make_model_sampling
 from .model_tree import private_tree
@@ -228,10 +228,19 @@ def apply_temporal(model: comfy.model_patcher.ModelPatcher,
     m.set_injections(TEMPORAL_INJECTIONS, [_injection(state)])
     m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, FRAMES_WRAPPER, _frames_wrapper(state))
     m.add_wrapper_with_key(WrappersMP.PREDICT_NOISE, POSITIONS_WRAPPER, _positions_wrapper())
+    m.add_callback_with_key(CallbacksMP.ON_CLEANUP, RUN_CLEANUP_CALLBACK, _end_run)
     install_core_sampler_check(m)
     update_memory_estimate(m, model_channels=int(dm.model_channels))  # a window's activations, not SD1.5's
     set_segments(m, segments or SegmentOptions())
     return m
+
+
+def _end_run(patcher: comfy.model_patcher.ModelPatcher, *args, **kwargs) -> None:
+    """``ON_CLEANUP`` (the sampler's run is over, interrupted or not): the window handler drops its per-run state."""
+    handler = patcher.model_options.get("context_handler")
+    end_run = getattr(handler, "end_run", None)
+    if callable(end_run):
+        end_run()
 
 
 def set_segments(model: comfy.model_patcher.ModelPatcher, segments: SegmentOptions) -> None:

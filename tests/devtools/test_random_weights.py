@@ -18,12 +18,14 @@ from devtools.random_weights.model_files import (
     TINY,
     _diffusers_unet2d,
     appearance_encoder_config,
+    diffusers_shapes,
     load_oracle_appearance_encoder,
     load_oracle_controlnet,
     make_unet3d_state_dict,
     random_state_dict,
     write_appearance_encoder,
     write_controlnet,
+    write_model_set,
     write_temporal_checkpoint,
 )
 
@@ -156,3 +158,21 @@ def test_controlnet_files(tmp_path):
         assert a.abs().max() > 0
 
 
+
+
+def test_model_set_from_recorded_shapes_equals_the_one_diffusers_describes(tmp_path, monkeypatch):
+    # The GPU machine has no diffusers: it writes the diffusers folders from shapes recorded here (diffusers_shapes).
+    shapes = diffusers_shapes(TINY)
+    write_model_set(tmp_path / "described", TINY)
+    import devtools.random_weights.model_files as model_files
+
+    def no_diffusers(*args, **kwargs):
+        raise AssertionError("diffusers was asked although the shapes were given")
+
+    monkeypatch.setattr(model_files, "_diffusers_unet2d", no_diffusers)
+    monkeypatch.setattr(model_files, "_diffusers_controlnet", no_diffusers)
+    write_model_set(tmp_path / "recorded", TINY, shapes=shapes)
+    files = sorted(f.relative_to(tmp_path / "described") for f in (tmp_path / "described").rglob("*") if f.is_file())
+    assert len(files) == 5
+    for name in files:
+        assert (tmp_path / "recorded" / name).read_bytes() == (tmp_path / "described" / name).read_bytes(), name

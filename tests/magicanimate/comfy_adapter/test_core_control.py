@@ -165,3 +165,33 @@ def test_only_core_control_types_share_rows_across_windows(core_controlnet):
     for control in (other, chained):
         per_window = core.resize_conds_controls([{"control": control}], [0, 1, 2, 3], step)[0]["control"]
         assert type(per_window) is type(control) and per_window.cond_hint_original.shape[0] == 4
+
+
+def test_core_controlnet_hints_are_fitted_once_per_frame_per_run(tiny_models, core_controlnet, monkeypatch):
+    """Core fits a hint to the latent size (resize, preprocess, cast) each time a ControlNet copy meets a new window:
+    once per frame per step. The pack prepares each frame of each per-frame hint once per sampling run, and the run's
+    prepared frames are dropped when it ends."""
+    import comfy.utils
+
+    core = _core_control_module()
+    upscaled = []
+    upscale = comfy.utils.common_upscale
+
+    def counting(samples, *args, **kwargs):
+        upscaled.append(samples.shape[0])
+        return upscale(samples, *args, **kwargs)
+
+    cleared = []
+    clear = core.PreparedHints.clear
+
+    def recording_clear(self):
+        cleared.append(len(self))
+        clear(self)
+
+    monkeypatch.setattr(comfy.utils, "common_upscale", counting)
+    monkeypatch.setattr(core.PreparedHints, "clear", recording_clear)
+    frames, steps = 32, 2
+    latents, calls, _ = _recorded_sample(tiny_models, core_controlnet, frames, steps)
+    assert len(calls) == 3 * 2 * steps  # windows x chained ControlNets x steps: the ControlNets did run
+    assert sum(upscaled) == 2 * frames  # two ControlNets, each hint frame once in the whole run (not once per step)
+    assert cleared == [2 * frames]  # the run's prepared frames, dropped once at its end
