@@ -7,7 +7,10 @@ A model name that reaches a node is hostile (``/prompt`` accepts any JSON): it i
 listing of the registered ``magicanimate`` folders, never joined to a path. The listing is walked with symlinks
 followed (a link the user placed there works wherever it points) but loop-safe (real paths tracked), bounded in depth
 and entries, and cached until a walked folder's (or a config.json's) mtime changes, like core
-``folder_paths.get_filename_list``; so a bad folder can only slow the listing itself.
+``folder_paths.get_filename_list``; so a bad folder can only slow the listing itself. An entry that cannot be used
+(a config.json that is not a regular file, not UTF-8, not JSON or nested too deeply; a weights file that is a FIFO,
+a broken link or unreadable) is left out of the dropdowns with one warning naming it and saying why, never its bytes:
+no file can stop the pack from loading, break ``/object_info`` or hide the good entries.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import threading
 from dataclasses import dataclass, field
 
@@ -56,14 +60,54 @@ def roots() -> list[str]:
     return [p for p in folder_paths.get_folder_paths(FOLDER) if os.path.isdir(p)]
 
 
-def _read_config_kind(path: str) -> str | None:
+def _shown(name: str) -> str:
+    """A name from disk as a log line may show it: printable characters only, at most 120."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in name)
+    return repr(text if len(text) <= 120 else text[:120] + "...")
+
+
+def _read_config_kind(path: str) -> tuple[str | None, str | None]:
+    """``(kind, None)`` for a diffusers ``config.json`` (kind ``None``: another kind of model, e.g. a VAE), or
+    ``(None, why)`` when the file cannot be used. Never blocks (a FIFO or a device is refused before any read) and
+    never reads more than MAX_CONFIG_BYTES; ``why`` never quotes the file's bytes."""
     try:
-        if os.path.getsize(path) > MAX_CONFIG_BYTES:
-            return None
-        with open(path, encoding="utf-8") as fh:
-            return config_kind(json.load(fh))
-    except (OSError, ValueError):
-        return None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        return None, f"its config.json cannot be opened ({exc.strerror or type(exc).__name__})"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, "its config.json is not a regular file"
+        if info.st_size > MAX_CONFIG_BYTES:
+            return None, f"its config.json is larger than {MAX_CONFIG_BYTES} bytes"
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        return None, f"its config.json cannot be read ({exc.strerror or type(exc).__name__})"
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    try:
+        config = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "its config.json is not UTF-8 text"
+    except (ValueError, RecursionError):
+        return None, "its config.json is not valid JSON (malformed, truncated or nested too deeply)"
+    return config_kind(config), None
+
+
+def _unreadable(path: str) -> str | None:
+    """Why a weights file cannot be used (not a regular file, no read permission), or None."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or type(exc).__name__})"
+    if not stat.S_ISREG(info.st_mode):
+        return "it is not a regular file"
+    if not os.access(path, os.R_OK):
+        return "it cannot be read (no read permission)"
+    return None
 
 
 @dataclass
@@ -74,6 +118,8 @@ class Listing:
     entries: dict[str, dict[str, str]] = field(default_factory=lambda: {k: {} for k in KINDS})
     mtimes: dict[str, float] = field(default_factory=dict)
     truncated: bool = False
+    #: One line per entry left out of the dropdowns (logged once per walk).
+    left_out: list[str] = field(default_factory=list)
 
     def still_valid(self, current_roots: tuple[str, ...]) -> bool:
         if current_roots != self.roots:
@@ -112,26 +158,35 @@ def _walk_root(root: str, listing: Listing) -> None:
                 children = sorted(_entry(e) for e in it)
         except OSError:
             continue
-        names = {name for name, _d, is_file in children if is_file}
+        # Any entry that is not a folder counts (a FIFO config.json still makes a diffusers folder, left out below).
+        names = {name for name, is_dir, _f in children if not is_dir}
         if CONFIG_FILE in names and any(w in names for w in DIFFUSERS_WEIGHT_FILES):
             cfg = os.path.join(path, CONFIG_FILE)
             try:
                 listing.mtimes[cfg] = os.stat(cfg).st_mtime
             except OSError:
                 pass
-            kind = _read_config_kind(cfg)
-            if kind is not None and rel:
+            kind, why = _read_config_kind(cfg)
+            weights = [os.path.join(path, w) for w in DIFFUSERS_WEIGHT_FILES if w in names]
+            why = why or (None if kind is None else next(filter(None, map(_unreadable, weights)), None))
+            if why is not None and rel:
+                listing.left_out.append(f"{_shown(rel)}: {why}")
+            elif kind is not None and rel:
                 listing.entries[kind][rel] = path
             continue  # a diffusers folder: its weight files are not temporal checkpoints
         subdirs = []
-        for name, is_dir, is_file in children:
+        for name, is_dir, _is_file in children:
             count += 1
             if count > MAX_ENTRIES:
                 listing.truncated = True
                 return
             child_rel = f"{rel}/{name}" if rel else name
-            if is_file and name.lower().endswith(CHECKPOINT_EXTENSIONS):
-                listing.entries["temporal"][child_rel] = os.path.join(path, name)
+            if name.lower().endswith(CHECKPOINT_EXTENSIONS) and not is_dir:
+                why = _unreadable(os.path.join(path, name))
+                if why is None:
+                    listing.entries["temporal"][child_rel] = os.path.join(path, name)
+                else:
+                    listing.left_out.append(f"{_shown(child_rel)}: {why}")
             elif is_dir and depth < MAX_DEPTH:
                 subdirs.append((os.path.join(path, name), child_rel, depth + 1))
             elif is_dir:
@@ -152,7 +207,12 @@ def listing() -> Listing:
             return _cache
         fresh = Listing(roots=current)
         for root in current:
-            _walk_root(root, fresh)
+            try:
+                _walk_root(root, fresh)
+            except Exception as exc:  # a listing never stops the pack from loading
+                fresh.left_out.append(f"part of {_shown(root)} ({type(exc).__name__})")
+        for line in fresh.left_out:
+            log.warning("MagicAnimate: left out of the models/%s dropdowns: %s", FOLDER, line)
         if fresh.truncated:
             log.warning("MagicAnimate: the models/magicanimate listing stopped after %d entries or %d folder levels; "
                         "move unrelated files out of that folder.", MAX_ENTRIES, MAX_DEPTH)

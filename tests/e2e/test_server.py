@@ -199,6 +199,10 @@ def test_shipped_workflow_renders_the_example_video(server):
     import av
 
     prompt = _small_prompt()
+    # The largest seed the Temporal Sample widget allows (its "randomize" can pick one above 2**63, which a signed
+    # 64-bit conversion anywhere on the way would refuse with "Overflow when unpacking long long").
+    for nid in _nodes_of(prompt, "MagicAnimateTemporalSample"):
+        prompt[nid]["inputs"]["seed"] = 2**64 - 1
     started = time.monotonic()
     status, body = _queue(server, prompt)
     assert status == 200 and not body.get("node_errors"), f"{status} {body}\nlog:\n{server.log_tail()}"

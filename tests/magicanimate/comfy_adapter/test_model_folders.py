@@ -64,6 +64,43 @@ def test_dropdowns_list_only_folders_whose_config_describes_that_network(paths, 
     assert mp.names("temporal") == ["temporal_attention.ckpt"]  # weights inside diffusers folders are not listed
 
 
+def test_malformed_entries_never_block_or_break_the_listing_and_each_is_named_once(paths, caplog):
+    """A FIFO config.json (reading it would block forever), one nested too deeply for the JSON parser
+    (RecursionError), undecodable bytes, a FIFO and a link to nothing named like checkpoints: each is left out with
+    one log line naming it and saying why (never the file's bytes); the good entries stay listed."""
+    import threading
+
+    mp, root = paths
+    (root / "temporal_attention.ckpt").write_bytes(b"")
+    _folder(root / "appearance_encoder", UNET_CFG)
+    _folder(root / "nested", "[" * 200_000 + "]" * 200_000)
+    _folder(root / "undecodable", "")
+    (root / "undecodable" / "config.json").write_bytes(b"\xff\xfe SECRET-BYTES")
+    (root / "fifo_config").mkdir()
+    (root / "fifo_config" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    os.mkfifo(root / "fifo_config" / "config.json")
+    os.mkfifo(root / "fifo.ckpt")
+    os.symlink(root / "nowhere.ckpt", root / "broken.ckpt")
+    result = {}
+    with caplog.at_level("WARNING", logger="MagicAnimate"):
+        worker = threading.Thread(target=lambda: result.update(names={k: mp.names(k) for k in mp.KINDS}),
+                                  daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+    if worker.is_alive():  # unblock the reader so the test process can end
+        with open(root / "fifo_config" / "config.json", "w"):
+            pass
+        pytest.fail("the listing blocked on a FIFO")
+    assert result["names"] == {"temporal": ["temporal_attention.ckpt"], "appearance": ["appearance_encoder"],
+                               "controlnet": []}
+    lines = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    expected = {"'nested'": "not valid JSON", "'undecodable'": "not UTF-8", "'fifo_config'": "not a regular file",
+                "'fifo.ckpt'": "not a regular file", "'broken.ckpt'": "cannot be read"}
+    for name, why in expected.items():
+        assert len([line for line in lines if name in line and why in line]) == 1, (name, lines)
+    assert len(lines) == len(expected) and not any("SECRET" in line for line in lines), lines
+
+
 def test_resolver_accepts_listed_names_and_refuses_everything_else_with_one_message(paths, tmp_path):
     mp, root = paths
     (root / "temporal_attention.ckpt").write_bytes(b"x")
