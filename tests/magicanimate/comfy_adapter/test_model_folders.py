@@ -64,10 +64,11 @@ def test_dropdowns_list_only_folders_whose_config_describes_that_network(paths, 
     assert mp.names("temporal") == ["temporal_attention.ckpt"]  # weights inside diffusers folders are not listed
 
 
-def test_malformed_entries_never_block_or_break_the_listing_and_each_is_named_once(paths, caplog):
+def test_malformed_entries_never_block_or_break_the_listing_and_each_is_named_once(paths, caplog, monkeypatch):
     """A FIFO config.json (reading it would block forever), one nested too deeply for the JSON parser
-    (RecursionError), undecodable bytes, a FIFO and a link to nothing named like checkpoints: each is left out with
-    one log line naming it and saying why (never the file's bytes); the good entries stay listed."""
+    (RecursionError), undecodable bytes, a FIFO and a link to nothing named like checkpoints, weights without read
+    permission: each is left out with one log line naming it and saying why (never the file's bytes); the good
+    entries stay listed."""
     import threading
 
     mp, root = paths
@@ -81,6 +82,12 @@ def test_malformed_entries_never_block_or_break_the_listing_and_each_is_named_on
     os.mkfifo(root / "fifo_config" / "config.json")
     os.mkfifo(root / "fifo.ckpt")
     os.symlink(root / "nowhere.ckpt", root / "broken.ckpt")
+    # No read permission (the suite runs as root, who may read anything: the permission check is what is stood in).
+    (root / "locked.ckpt").write_bytes(b"")
+    _folder(root / "locked_encoder", UNET_CFG)
+    locked = {str(root / "locked.ckpt"), str(root / "locked_encoder" / "diffusion_pytorch_model.safetensors")}
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: str(path) not in locked and access(path, mode, **kw))
     result = {}
     with caplog.at_level("WARNING", logger="MagicAnimate"):
         worker = threading.Thread(target=lambda: result.update(names={k: mp.names(k) for k in mp.KINDS}),
@@ -95,7 +102,8 @@ def test_malformed_entries_never_block_or_break_the_listing_and_each_is_named_on
                                "controlnet": []}
     lines = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
     expected = {"'nested'": "not valid JSON", "'undecodable'": "not UTF-8", "'fifo_config'": "not a regular file",
-                "'fifo.ckpt'": "not a regular file", "'broken.ckpt'": "cannot be read"}
+                "'fifo.ckpt'": "not a regular file", "'broken.ckpt'": "cannot be read",
+                "'locked.ckpt'": "no read permission", "'locked_encoder'": "no read permission"}
     for name, why in expected.items():
         assert len([line for line in lines if name in line and why in line]) == 1, (name, lines)
     assert len(lines) == len(expected) and not any("SECRET" in line for line in lines), lines
