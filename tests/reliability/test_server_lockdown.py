@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from reliability.malformed_entries import check_left_out, write_malformed
 from server_harness import Server, comfyui_server
 
 pytestmark = pytest.mark.slow
@@ -30,32 +31,6 @@ RUN_TIMEOUT_S = 300
 SECRET = f"SECRET-{uuid.uuid4().hex}"
 BOMB_DECLARED = 512 * 2**20      # bytes the compressed record inflates to
 LINKED = "linked"                # the symlink in models/magicanimate pointing at the tiny files
-#: Malformed entries of models/magicanimate -> what the one log line about each says. Each of them once stopped
-#: the listing (a FIFO config.json blocked it, a deeply nested one raised RecursionError) or went unreported.
-MALFORMED = {
-    "fifo_config": "config.json is not a regular file",
-    "nested_config": "not valid JSON",
-    "truncated_config": "not valid JSON",
-    "undecodable_config": "not UTF-8 text",
-    "fifo.ckpt": "not a regular file",
-    "broken_link.ckpt": "cannot be read",
-}
-
-
-def write_malformed(folder: Path) -> None:
-    """The :data:`MALFORMED` entries: diffusers folders with a bad config.json (and empty weights), a FIFO named
-    like a checkpoint and a link to nothing."""
-    configs = {"nested_config": b"[" * 200_000 + b"]" * 200_000,
-               "truncated_config": b'{"_class_name": "ControlNetModel", "conditioning_embedding_out_',
-               "undecodable_config": b'\xff\xfe{\x00"\x00_\x00'}
-    for name in ("fifo_config", *configs):
-        (folder / name).mkdir()
-        (folder / name / "diffusion_pytorch_model.safetensors").write_bytes(b"")
-        if name in configs:
-            (folder / name / "config.json").write_bytes(configs[name])
-    os.mkfifo(folder / "fifo_config" / "config.json")
-    os.mkfifo(folder / "fifo.ckpt")
-    os.symlink(folder / "nowhere.ckpt", folder / "broken_link.ckpt")
 
 
 @pytest.fixture(scope="module")
@@ -250,18 +225,9 @@ def test_dropdowns_list_only_the_right_networks(server):
 
 def test_malformed_entries_are_left_out_with_one_log_line_each_and_hide_nothing(server):
     status, everything = server.get("/object_info", timeout=60)
-    assert status == 200 and "MagicAnimateLoader" in everything and "MagicAnimateTemporalSample" in everything
-    required = everything["MagicAnimateLoader"]["input"]["required"]
-    listed = [n for name in ("temporal_checkpoint", "appearance_encoder", "densepose_controlnet")
-              for n in (required[name][1]["options"] if required[name][0] == "COMBO" else required[name][0])]
+    assert status == 200 and "MagicAnimateTemporalSample" in everything
+    listed = check_left_out(everything, server.log_path.read_text(errors="replace"))
     assert f"{LINKED}/appearance_encoder" in listed and f"{LINKED}/temporal_attention.ckpt" in listed
-    assert not [n for n in listed if n.split("/")[0] in MALFORMED], listed
-    log = server.log_path.read_text(errors="replace")
-    for name, why in MALFORMED.items():
-        lines = [line for line in log.splitlines() if "left out of the models/magicanimate dropdowns" in line
-                 and f"'{name}'" in line]
-        # One line: the listing is walked again only when a folder in it changes, and nothing here changed.
-        assert len(lines) == 1 and why in lines[0], (name, lines)
 
 
 def test_model_names_outside_the_folder_are_refused_alike_and_the_secret_never_shows(server, layout, bad_input_log):
