@@ -60,10 +60,10 @@ def roots() -> list[str]:
     return [p for p in folder_paths.get_folder_paths(FOLDER) if os.path.isdir(p)]
 
 
-def _shown(name: str) -> str:
-    """A name from disk as a log line may show it: printable characters only, at most 120."""
+def _shown(name: str, limit: int = 120) -> str:
+    """A name as a message or log line may show it: quoted, printable characters only, at most ``limit``."""
     text = "".join(ch if ch.isprintable() else "?" for ch in name)
-    return repr(text if len(text) <= 120 else text[:120] + "...")
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _read_config_kind(path: str) -> tuple[str | None, str | None]:
@@ -237,8 +237,7 @@ def describe(name: object, limit: int = 80) -> str:
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "\\", "~")) or ":" in name[:3] or ".." in parts:
         return "a path outside the folder"
-    text = "".join(ch if ch.isprintable() else "?" for ch in name)
-    return repr(text if len(text) <= limit else text[:limit] + "...")
+    return _shown(name, limit)
 
 
 def refusal(kind: str, name: object, where: str = "") -> str:
