@@ -99,13 +99,13 @@ class Video:
 
             set_torch_compile_wrapper(self.model, backend=compile_backend)
 
-    def sample(self, steps: int):
+    def sample(self, steps: int, cfg: float = 7.5):
         import torch
 
         from magicanimate.comfy_adapter.sampling import sample_video
 
         with torch.no_grad():
-            return sample_video(self.model, self.context, self.context, self.latent, self.noise, 1, steps, 7.5)
+            return sample_video(self.model, self.context, self.context, self.latent, self.noise, 1, steps, cfg)
 
 
 def _timed_video(part, nets, frames: int, size: int, first: bool, record: dict) -> dict:

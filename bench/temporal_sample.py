@@ -43,8 +43,10 @@ def main() -> None:
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--compile", default="none", help="torch.compile backend through core's TorchCompileModel wrapper")
     ap.add_argument("--memory-cap-gib", type=float, default=None,
-                    help="cap the process with torch.cuda.set_per_process_memory_fraction")
+                    help="ComfyUI sees a card of this size (its free/total memory capped, as bench.gpu_parts does)")
     args = ap.parse_args()
+
+    import contextlib
 
     import torch
 
@@ -54,56 +56,37 @@ def main() -> None:
 
     import comfy.model_management
 
-    from magicanimate.comfy_adapter.conditioning import apply_conditioning
-    from magicanimate.comfy_adapter.context import SegmentOptions
-    from magicanimate.comfy_adapter.payloads import Appearance, PoseCondition
-    from magicanimate.comfy_adapter.sampling import initial_noise, sample_video
-    from magicanimate.windows import padded_length
+    from bench.gpu_parts import Video, card_seen_as
 
     nets = load_networks(args.config, args.dtype, args.workdir, scratch)
-    cfg, temporal, encoder, control = nets.config, nets.temporal, nets.encoder, nets.control
     device = comfy.model_management.get_torch_device()
-    if args.memory_cap_gib and torch.cuda.is_available():
-        total_mem = torch.cuda.get_device_properties(0).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total_mem))
-    h = args.size // 8
-    ctx = [[torch.zeros(1, 77, cfg["cross_attention_dim"]), {}]]
-    segments = SegmentOptions()
-    for frames in args.frames:
-        total = padded_length(frames)
-        poses = torch.rand(frames, args.size, args.size, 3)
-        appearance = Appearance(encoder, torch.randn(1, 4, h, h))
-        latent = torch.zeros(total, 4, h, h)
-        noise = initial_noise(1, latent, "tiled")
-        times = []
-        for run in range(args.repeats + 1):
-            model, _ = apply_conditioning(temporal.model, appearance, PoseCondition(control, poses), segments)
-            if args.compile != "none":
-                from comfy_api.torch_helpers.torch_compile import set_torch_compile_wrapper
-
-                set_torch_compile_wrapper(model, backend=args.compile)
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                sample_video(model, ctx, ctx, latent, noise, 1, args.steps, args.cfg)
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            if run or args.repeats == 0:  # the first run is the warm-up (timed only when it is the only run)
-                times.append(time.perf_counter() - t0)
-        seconds = statistics.median(times)
-        windows = len(segments.windows(total))
-        peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-        print(json.dumps({
-            "bench": "temporal_sample", "config": args.config, "dtype": args.dtype, "device": str(device),
-            "frames": frames, "padded_frames": total, "windows": windows, "size": [args.size, args.size],
-            "steps": args.steps, "cfg": args.cfg, "compile": args.compile,
-            "memory_cap_gib": args.memory_cap_gib, "repeats": len(times), "seconds": round(seconds, 3),
-            "s_per_frame": round(seconds / frames, 4), "peak_gib": None if peak is None else round(peak, 2),
-            "tflops": (round(flops(total, args.size, args.steps, windows, args.cfg) / seconds / 1e12, 2)
-                       if args.config == "full" else None)}),
-            flush=True)
+    cuda = torch.cuda.is_available()
+    card = card_seen_as(args.memory_cap_gib) if args.memory_cap_gib else contextlib.nullcontext()
+    with card:
+        for frames in args.frames:
+            video = Video(nets, frames, args.size, None if args.compile == "none" else args.compile)
+            times = []
+            for run in range(args.repeats + 1):
+                if cuda:
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                t0 = time.perf_counter()
+                video.sample(args.steps, args.cfg)
+                if cuda:
+                    torch.cuda.synchronize()
+                if run or args.repeats == 0:  # the first run is the warm-up (timed only when it is the only run)
+                    times.append(time.perf_counter() - t0)
+            seconds = statistics.median(times)
+            peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+            print(json.dumps({
+                "bench": "temporal_sample", "config": args.config, "dtype": args.dtype, "device": str(device),
+                "frames": frames, "padded_frames": video.total, "windows": video.windows,
+                "size": [args.size, args.size], "steps": args.steps, "cfg": args.cfg, "compile": args.compile,
+                "memory_cap_gib": args.memory_cap_gib, "repeats": len(times), "seconds": round(seconds, 3),
+                "s_per_frame": round(seconds / frames, 4), "peak_gib": None if peak is None else round(peak, 2),
+                "tflops": (round(flops(video.total, args.size, args.steps, video.windows, args.cfg) / seconds / 1e12,
+                                 2) if args.config == "full" else None)}),
+                flush=True)
 
 
 if __name__ == "__main__":
