@@ -6,8 +6,10 @@ from .motion_lora import MotionLoRA
 from .pose import PoseControl
 from .pose_align import PoseAlign
 from .sample import TemporalSample
+from .save_video import SaveVideo
 from .segments import SegmentFuse
 
-NODES = [LoadMagicAnimate, AppearanceEncode, PoseControl, SegmentFuse, TemporalSample, PoseAlign, MotionLoRA]
+NODES = [LoadMagicAnimate, AppearanceEncode, PoseControl, SegmentFuse, TemporalSample, PoseAlign, MotionLoRA,
+         SaveVideo]
 
 __all__ = ["NODES"]

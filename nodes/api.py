@@ -1,6 +1,6 @@
 """The one place that imports ComfyUI's node API; pinning a numbered version later is a one-line change."""
 
-from comfy_api.latest import ComfyExtension, io, ui  # noqa: F401
+from comfy_api.latest import ComfyExtension, InputImpl, io, ui  # noqa: F401
 
 #: Custom socket types (created once: io.Custom makes a new class per call).
 AppearanceEncoderType = io.Custom("MAGICANIMATE_APPEARANCE_ENCODER")
@@ -22,6 +22,7 @@ SEARCH_ALIASES: dict[str, list[str]] = {
     "MagicAnimateTemporalSample": ["pose video", "dance", "Animate Anyone", "DensePose", "video sampler"],
     "MagicAnimatePoseAlign": ["DensePose", "pose video", "retarget", "body size", "dance"],
     "MagicAnimateMotionLoRA": ["AnimateDiff", "motion LoRA", "camera motion", "zoom", "pan"],
+    "MagicAnimateSaveVideo": ["save video", "VAE decode", "long video", "mp4", "export video"],
 }
 
 

@@ -256,7 +256,8 @@ def check_pack_nodes(nodes: list[dict], object_info: dict, workflow: dict) -> No
     """The MagicAnimate nodes of the graph (at least the five of every animation), with the sockets, widgets and
     widget values their definitions call for."""
     by_type = {n["type"]: n for n in nodes}
-    core_five = set(NODE_IDS) - {"MagicAnimatePoseAlign", "MagicAnimateMotionLoRA"}  # every graph animates; optional
+    optional = {"MagicAnimatePoseAlign", "MagicAnimateMotionLoRA", "MagicAnimateSaveVideo"}
+    core_five = set(NODE_IDS) - optional  # every graph animates; the others are optional
     assert core_five <= set(by_type), f"missing MagicAnimate nodes: {core_five - set(by_type)}"
     shipped = {str(n["id"]): n for n in workflow["nodes"]}
     for node_id in [i for i in NODE_IDS if i in by_type]:

@@ -1,11 +1,11 @@
-"""The pack registers its seven V3 nodes through comfy_entrypoint only, each input with a tooltip."""
+"""The pack registers its eight V3 nodes through comfy_entrypoint only, each input with a tooltip."""
 
 import asyncio
 
 from devtools.pack import load_pack
 
 
-def test_entrypoint_lists_seven_nodes_with_tooltips_and_no_v1_mappings():
+def test_entrypoint_lists_eight_nodes_with_tooltips_and_no_v1_mappings():
     pack = load_pack()
     assert not hasattr(pack, "NODE_CLASS_MAPPINGS")
     ext = asyncio.run(pack.comfy_entrypoint())
@@ -13,7 +13,7 @@ def test_entrypoint_lists_seven_nodes_with_tooltips_and_no_v1_mappings():
     ids = [n.define_schema().node_id for n in nodes]
     assert ids == ["MagicAnimateLoader", "MagicAnimateAppearanceEncode", "MagicAnimatePoseControl",
                    "MagicAnimateSegmentFuse", "MagicAnimateTemporalSample", "MagicAnimatePoseAlign",
-                   "MagicAnimateMotionLoRA"]
+                   "MagicAnimateMotionLoRA", "MagicAnimateSaveVideo"]
     for node in nodes:
         schema = node.define_schema()
         assert schema.category == "MagicAnimate" and schema.description
