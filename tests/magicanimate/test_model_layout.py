@@ -18,7 +18,10 @@ def test_every_file_has_a_download_source_and_a_destination():
     for f in ml.MAGICANIMATE_FILES:
         assert f.folder == ml.MAGICANIMATE_FOLDER and ml.BY_KIND[f.kind] is f
         assert all(d.repo == ml.MAGICANIMATE_REPO for d in f.downloads)
-        assert f.hint.endswith(f"ComfyUI/models/{f.folder}/" + (f"{f.name}/" if f.is_dir else ""))
+        where = f"ComfyUI/models/{f.folder}/" + (f"{f.name}/" if f.is_dir else "")
+        assert f.hint.endswith(f"{where} (or run `{ml.FETCH_COMMAND}` in the pack's folder: it fetches every model "
+                               "file)")
+    assert set(ml.FETCHED) <= set(ml.FILES) and ml.SD15_TEXT_ENCODER not in ml.FETCHED  # templates: checkpoint CLIP
 
 
 def test_config_kinds():

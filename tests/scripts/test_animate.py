@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import devtools.workflows as bw
+from magicanimate import model_layout as layout
 from scripts import animate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,16 +57,13 @@ def test_animate_lists_missing_models_and_exits_2(comfy_dir, tmp_path, workflow)
         capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     out = proc.stdout
-    assert "5 of 5" in out
-    for rel in (f"checkpoints/{bw.SD15_CHECKPOINT}", f"vae/{bw.SD_VAE}", f"magicanimate/{bw.TEMPORAL_CHECKPOINT}",
-                f"magicanimate/{bw.APPEARANCE_ENCODER}", f"magicanimate/{bw.DENSEPOSE_CONTROLNET}"):
-        assert str(models / rel) in out, rel
-    for url in ("huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5",
-                "huggingface.co/stabilityai/sd-vae-ft-mse-original",
-                "huggingface.co/zcxu-eric/MagicAnimate/resolve/main/temporal_attention/temporal_attention.ckpt",
-                "huggingface.co/zcxu-eric/MagicAnimate/resolve/main/appearance_encoder/config.json",
-                "huggingface.co/zcxu-eric/MagicAnimate/resolve/main/densepose_controlnet/diffusion_pytorch_model"):
-        assert url in out, url
+    needed = layout.FETCHED  # the templates encode their prompts with the SD1.5 checkpoint's CLIP
+    assert f"{len(needed)} of {len(needed)}" in out
+    for model in needed:
+        assert str(models / model.folder / model.name) in out, model.name
+        assert all(url in out for url in model.urls), model.name
+    fetch = f"To fetch them all: {layout.FETCH_COMMAND} --models-dir {models}"
+    assert fetch + "\n" in out
     assert not (tmp_path / "out.mp4").exists()
 
 
