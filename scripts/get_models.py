@@ -133,8 +133,9 @@ def describe(items: list[Item]) -> None:
 
     for item in items:
         d = item.download
+        url = hf_hub_url(d.repo, d.path, revision=d.revision)
         try:
-            meta = get_hf_file_metadata(hf_hub_url(d.repo, d.path, revision=d.revision))
+            meta = get_hf_file_metadata(url)
         except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as exc:
             raise FetchError(f"{d.repo} has no {d.path} at revision {d.revision} ({type(exc).__name__}); this "
                              "pack's list of files needs updating: please report it.", EXIT_BAD_FILE) from exc
@@ -150,14 +151,14 @@ def describe(items: list[Item]) -> None:
                 item.state = "replace"
             else:
                 item.state = "present"
-        item.url = meta.location or hf_hub_url(d.repo, d.path, revision=d.revision)
+        item.url = meta.location or url
         if item.state != "present" and item.part.is_file() and 0 < item.part.stat().st_size < item.size:
             item.partial = item.part.stat().st_size
             item.state = "resume" if item.state == "fetch" else item.state
 
 
-def print_plan(items: list[Item]) -> int:
-    """The plan, with the total still to download and each target disk's free space; returns the bytes needed."""
+def print_plan(items: list[Item]) -> None:
+    """The plan, with the total still to download and each target disk's free space."""
     print("Model files (from Hugging Face):")
     for item in items:
         note = {"present": "already there, checked", "fetch": "to fetch",
@@ -171,7 +172,6 @@ def print_plan(items: list[Item]) -> int:
           f"{human(sum(i.size for i in items))}).")
     for root in sorted({i.root for i in todo}):
         print(f"Free disk space at {root}: {human(shutil.disk_usage(existing(root)).free)}")
-    return need
 
 
 def existing(path: Path) -> Path:
@@ -206,6 +206,7 @@ def fetch(item: Item) -> None:
     huggingface_hub's own ``http_get`` does the transfer (ranged request, retries, progress bar); its
     ``hf_hub_download`` is not used because it throws away a partial file when a run is interrupted.
     """
+    from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
@@ -219,14 +220,14 @@ def fetch(item: Item) -> None:
                 with open(part, "ab") as f:
                     http_get(item.url, f, resume_size=have, headers=build_hf_headers(), expected_size=item.size,
                              displayed_filename=Path(d.path).name)
+        except HfHubHTTPError as exc:  # an OSError too: it must be told apart from a dropped connection first
+            raise FetchError(f"{d.repo}/{d.path}: the hub answered {exc.__class__.__name__}; run this command "
+                             "again later.", EXIT_BAD_FILE) from exc
         except OSError as exc:
             if "Consistency check failed" not in str(exc):
                 raise network_error(exc) from exc
             problem = "a wrong size"
         except Exception as exc:
-            if type(exc).__name__ in ("HfHubHTTPError", "EntryNotFoundError"):
-                raise FetchError(f"{d.repo}/{d.path}: the hub answered {exc.__class__.__name__}; run this command "
-                                 "again later.", EXIT_BAD_FILE) from exc
             raise network_error(exc) from exc
         else:
             size = part.stat().st_size

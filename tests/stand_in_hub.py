@@ -3,8 +3,8 @@
 It answers what ``huggingface_hub`` asks of ``/<repo>/resolve/<revision>/<path>``: ``HEAD`` with the hub's
 headers (``X-Repo-Commit``; ``ETag`` the sha256 for large files, a git-style sha1 for small ones; ``Content-Length``)
 and ``GET`` with ``Range: bytes=N-`` (206) for resuming. Files are served from disk in chunks. Two faults can be
-planted: a file whose transfer stops after a number of bytes until :meth:`release` (to interrupt a download), and a
-file whose first ``GET`` sends other bytes of the right length (a wrong hash).
+planted: a file whose transfer stops after a number of bytes until :meth:`release` (to interrupt a download), a
+file whose first ``GET`` sends other bytes of the right length (a wrong hash), and a file whose ``GET`` fails (500).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class StandInHub:
         self.hold: dict[str, int] = {}  # key -> stop sending after this many bytes until release()
         self.sent: dict[str, int] = {}
         self.corrupt_once: set[str] = set()
+        self.refuse_get: set[str] = set()  # keys whose GET is answered 500 (the hub failing, not the network)
         self._released = threading.Event()
         hub = self
 
@@ -78,6 +79,11 @@ class StandInHub:
         if path is None:
             h.send_response(404)
             h.send_header("X-Error-Code", "EntryNotFound")
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        if body and key in self.refuse_get:
+            h.send_response(500)
             h.send_header("Content-Length", "0")
             h.end_headers()
             return

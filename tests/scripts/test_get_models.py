@@ -136,6 +136,16 @@ def test_a_file_of_the_wrong_hash_or_size_is_refused_and_fetched_again(comfy_dir
     assert vae.read_bytes() == hub.files[f"{d.repo}/{d.path}"].read_bytes()
 
 
+def test_a_failing_hub_is_told_apart_from_no_network(comfy_dir, tmp_path, hub):
+    hub.refuse_get.add(TEMPORAL_KEY)
+    models = tmp_path / "models"
+    done = _fetch(comfy_dir, models, hub, tmp_path)
+    assert done.returncode == 5, done.stdout + done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{TEMPORAL_KEY}: the hub answered") and "Cannot reach" not in done.stderr, last
+    assert not (models / layout.MAGICANIMATE_FOLDER / layout.TEMPORAL.name).exists()
+
+
 def test_no_network_is_one_sentence_and_a_failure_with_nothing_written(comfy_dir, tmp_path):
     import socket
 
