@@ -73,11 +73,13 @@ def spatial_scale(vae: object) -> int:
 
 def decode_to_video(vae: object, latent: torch.Tensor, chunk_frames: int, path: str | Path, fps: Fraction | float,
                     *, metadata: dict[str, str] | None = None, audio: AudioTrack | None = None,
-                    writer_factory: Callable[..., VideoWriter] = VideoWriter) -> tuple[Path, int]:
+                    writer_factory: Callable[..., VideoWriter] = VideoWriter,
+                    where: str = "MagicAnimate Save Video") -> tuple[Path, int]:
     """Decode ``latent`` ``(T, C, h, w)`` in chunks of ``chunk_frames`` frames and encode them into ``path``.
 
     Returns (the finished file, its frame count). ComfyUI's interrupt is honoured before each chunk; an interrupt or
-    any error removes the temporary file and leaves nothing under ``path``. One progress step per chunk.
+    any error removes the temporary file and leaves nothing under ``path``; so do frames the VAE decodes to NaN or
+    infinity (a :class:`MagicAnimateError` naming ``where``). One progress step per chunk.
     """
     total = int(latent.shape[0])
     sizes = chunk_sizes(total, chunk_frames)
@@ -91,6 +93,10 @@ def decode_to_video(vae: object, latent: torch.Tensor, chunk_frames: int, path: 
             start += size
             if images.ndim == 5:  # video VAEs: (batch, frames, H, W, 3), flattened as core VAE Decode does
                 images = images.reshape(-1, *images.shape[-3:])
+            if not bool(torch.isfinite(images).all()):  # NaN would be encoded as black frames
+                raise MagicAnimateError(f"{where}: the VAE decoded frames {start - size}..{start - 1} to NaN or "
+                                        "infinite values (the latent or an fp16 VAE overflowed); nothing was saved. "
+                                        "Try the VAE in fp32 (--fp32-vae) or check the sampler's output.")
             frames = to_uint8(images)
             del images  # the float chunk goes before the next one is decoded
             if writer is None:  # the size is known once the VAE has decoded something

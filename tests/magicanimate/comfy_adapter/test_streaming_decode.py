@@ -82,6 +82,16 @@ class _RecordingVAE:
         return images
 
 
+def test_frames_decoded_to_nan_are_refused_and_leave_no_file(tmp_path):
+    from magicanimate.errors import MagicAnimateError
+
+    latent = torch.zeros(5, 4, 8, 8)
+    latent[3] = float("nan")  # in the second chunk: the first one is already in the temporary file
+    with pytest.raises(MagicAnimateError, match=r"Save Video: the VAE decoded frames 3\.\.4 to NaN"):
+        decode_to_video(_RecordingVAE([]), latent, 3, tmp_path / "out.mp4", 25)
+    assert list(tmp_path.iterdir()) == []
+
+
 class _WeakWriter:
     """A writer that keeps only weak references to the frames it is given."""
 
