@@ -96,12 +96,17 @@ def test_fetch_prints_the_plan_then_places_each_file_checked(comfy_dir, tmp_path
 def test_an_interrupted_download_resumes_where_it_stopped(comfy_dir, tmp_path, hub):
     models = tmp_path / "models"
     hub.hold[TEMPORAL_KEY] = 10 * 2**20 + 2**19  # huggingface_hub writes what it receives in 10 MiB pieces
+    # Ctrl-C as a user's terminal delivers it: a test runner started in the background (``cmd &`` without job
+    # control) ignores SIGINT, every child would inherit that and Python would then never raise KeyboardInterrupt.
     proc = subprocess.Popen(_command(comfy_dir, models), cwd=REPO, env=_env(hub.endpoint, tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while TEMPORAL_KEY not in hub.sent and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
-    time.sleep(1.0)  # let the client write what it received
+    while time.monotonic() < deadline and proc.poll() is None and not any(  # the client wrote its 10 MiB piece
+            f.stat().st_size >= 10 * 2**20 for f in (models / ".magicanimate-download").rglob("*.part")):
+        time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     hub.release()
