@@ -125,8 +125,8 @@ SD15_CHECKPOINT = ModelFile(
     (Download("stable-diffusion-v1-5/stable-diffusion-v1-5", "v1-5-pruned-emaonly.safetensors"),))
 
 #: SD1.5's own text encoder (CLIP ViT-L/14, the transformers layout of the SD1.5 repository's ``text_encoder/``), read
-#: by core ``CLIPLoader`` (type ``stable_diffusion``): the same conditioning as the checkpoint's CLIP, 0.5 GB instead of
-#: 4.3 GB for graphs that need only the text encoder.
+#: by core ``CLIPLoader`` (type ``stable_diffusion``): the animation templates encode their (empty) prompts with it,
+#: the same conditioning as the checkpoint's CLIP in 0.5 GB instead of 4.3 GB.
 SD15_TEXT_ENCODER = ModelFile(
     "text_encoders", "sd15_text_encoder.safetensors", False,
     "Stable Diffusion 1.5 text encoder (CLIP ViT-L/14, for core Load CLIP)", "about 492 MB",
@@ -139,10 +139,10 @@ SD_VAE = ModelFile(
 
 MAGICANIMATE_FILES = (TEMPORAL, APPEARANCE, CONTROLNET)
 #: Every file the shipped templates name.
-FILES = (SD15_CHECKPOINT, SD15_TEXT_ENCODER, SD_VAE) + MAGICANIMATE_FILES
-#: What the fetch command (``scripts/get_models.py``) gets: everything the shipped templates name (they encode their
-#: prompts with the SD1.5 checkpoint's CLIP; SD1.5's text encoder alone, for core Load CLIP, on request).
-FETCHED = (SD15_CHECKPOINT, SD_VAE) + MAGICANIMATE_FILES
+FILES = (SD15_TEXT_ENCODER, SD15_CHECKPOINT, SD_VAE) + MAGICANIMATE_FILES
+#: What the fetch command (``scripts/get_models.py``) gets by default: everything the animation templates need (the
+#: SD1.5 checkpoint only for the text-to-image template, on request).
+FETCHED = (SD15_TEXT_ENCODER, SD_VAE) + MAGICANIMATE_FILES
 #: Listing kind -> the MagicAnimate network of that kind.
 BY_KIND = {f.kind: f for f in MAGICANIMATE_FILES}
 

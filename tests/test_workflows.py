@@ -130,6 +130,11 @@ def test_ui_workflow_opens_readable_with_nothing_hidden(graph):
         assert bw.VIEW_LEFT <= left and right <= bw.VIEW_RIGHT, where
         assert bw.VIEW_TOP <= top and bottom <= bw.VIEW_BOTTOM, where
         assert right <= bw.MINIMAP_LEFT or bottom <= bw.MINIMAP_TOP, where
+    for group in ui["groups"]:  # the groups' frames and titles too
+        x, y, w, h = group["bounding"]
+        left, top, right, bottom = (x + ox) * scale, (y + oy) * scale, (x + w + ox) * scale, (y + h + oy) * scale
+        assert bw.VIEW_LEFT <= left and right <= bw.VIEW_RIGHT and bw.VIEW_TOP <= top and bottom <= bw.VIEW_BOTTOM
+        assert right <= bw.MINIMAP_LEFT or bottom <= bw.MINIMAP_TOP, group["title"]
 
 
 @pytest.mark.parametrize("class_type", sorted(set(bw.NODE_SPECS) - set(EXTERNAL)))
@@ -185,7 +190,7 @@ def test_api_workflow_is_accepted_by_comfyui(comfy_nodes, graph, tmp_path, monke
 
     # ComfyUI's own validation (types, ranges, combo values, files), with empty stand-in model and input files.
     models = tmp_path / "models"
-    names = {"checkpoints": [bw.SD15_CHECKPOINT], "vae": [bw.SD_VAE],
+    names = {"checkpoints": [bw.SD15_CHECKPOINT], "vae": [bw.SD_VAE], "text_encoders": [bw.SD15_TEXT_ENCODER],
              "magicanimate": [bw.TEMPORAL_CHECKPOINT]
              + [f"{d}/{f}" for d in (bw.APPEARANCE_ENCODER, bw.DENSEPOSE_CONTROLNET)
                 for f in ("config.json", "diffusion_pytorch_model.safetensors")]}
@@ -216,21 +221,21 @@ def test_ui_and_api_files_describe_the_same_graph(graph):
     assert bw.api_from_ui(ui) == api
     assert ui["version"] == 0.4 and ui["last_node_id"] == max(n["id"] for n in ui["nodes"])
     assert ui["last_link_id"] == len(ui["links"]) == len({link[0] for link in ui["links"]})
-    nodes = {n["id"]: n for n in ui["nodes"]}
-    assert len(nodes) == len(ui["nodes"]) == len(api)
+    nodes = {n["id"]: n for n in ui["nodes"] if n["type"] != bw.NOTE_TYPE}
+    assert len({n["id"] for n in ui["nodes"]}) == len(ui["nodes"]) and len(nodes) == len(api)
     for link_id, src, src_slot, dst, dst_slot, type_ in ui["links"]:
         out = nodes[src]["outputs"][src_slot]
         assert link_id in out["links"] and out["type"] == type_
         inp = nodes[dst]["inputs"][dst_slot]
         assert inp["link"] == link_id and inp["type"] in (type_, "COMBO")
-    for node in ui["nodes"]:
+    for node in nodes.values():
         spec = bw.NODE_SPECS[node["type"]]
         assert len(node["widgets_values"]) == sum(1 + i.control + i.upload for i in spec.widgets)
         linked = {i["link"] for i in node["inputs"] if i["link"] is not None}
         assert linked == {link[0] for link in ui["links"] if link[3] == node["id"]}
         for slot, out in enumerate(node["outputs"]):
             assert (out["links"] or []) == [link[0] for link in ui["links"] if link[1:3] == [node["id"], slot]]
-    order = [n["id"] for n in sorted(ui["nodes"], key=lambda n: n["order"])]
+    order = [n["id"] for n in sorted(nodes.values(), key=lambda n: n["order"])]
     for _lid, src, _ss, dst, _ds, _t in ui["links"]:
         assert order.index(src) < order.index(dst)  # "order" is an execution order
         # the layout reads left to right (or down, for a node stacked under its source)
@@ -243,3 +248,90 @@ def test_widget_index_follows_control_and_upload_entries():
     assert bw.widget_index("MagicAnimateTemporalSample", "steps") == 2  # after seed's "fixed"
     assert bw.widget_index("KSampler", "denoise") == 6
     assert bw.widget_index("SaveVideo", "codec") == 2
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# What the templates say about themselves: note, groups, model downloads, audio
+
+
+def _notes(ui: dict) -> list[dict]:
+    return [n for n in ui["nodes"] if n["type"] == bw.NOTE_TYPE]
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_note_names_the_command_and_every_model_file(graph):
+    """One Markdown note per template: the fetch command, where to run it, each model file the template loads with
+    the folder it goes in, and the size on disk (read from model_layout, as the note is written)."""
+    from magicanimate import model_layout
+
+    notes = _notes(_ui(graph))
+    assert len(notes) == 1, f"{graph}: {len(notes)} notes"
+    text = notes[0]["widgets_values"][0]
+    assert bw.GET_MODELS in text and bw.PACK_FOLDER in text, text
+    files = list(model_layout.FETCHED) + ([model_layout.SD15_CHECKPOINT] if graph == "txt2img_then_animate" else [])
+    for f in files:
+        assert f.destination in text, f"{graph}: the note does not say where {f.name} goes"
+    assert "10.7 GB" in text, text
+    assert (f"{bw.GET_MODELS} {bw.WITH_CHECKPOINT}" in text) == (graph == "txt2img_then_animate"), text
+    assert ("comfyui_controlnet_aux" in text) == (graph == "magicanimate_from_video"), text
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_every_node_lies_in_exactly_one_titled_group(graph):
+    ui = _ui(graph)
+    titles = [g["title"] for g in ui["groups"]]
+    assert titles == [s.title for s in bw.GROUPS.values()], titles
+    for node in ui["nodes"]:
+        left, top = node["pos"][0], node["pos"][1] - bw.TITLE_HEIGHT
+        right, bottom = node["pos"][0] + node["size"][0], node["pos"][1] + node["size"][1]
+        inside = [g["title"] for g in ui["groups"] if g["bounding"][0] <= left and right <= sum(g["bounding"][::2])
+                  and g["bounding"][1] <= top and bottom <= sum(g["bounding"][1::2])]
+        assert len(inside) == 1, (node.get("title") or node["type"], inside)
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_loaders_offer_the_files_the_frontend_can_download(graph):
+    """``properties.models`` on each loader whose file the frontend's missing-models dialog can fetch (one
+    ``.safetensors`` from huggingface.co, named as the widget names it), taken from model_layout; none elsewhere."""
+    from magicanimate import model_layout
+
+    offered = {}
+    for node in _ui(graph)["nodes"]:
+        for entry in node.get("properties", {}).get("models", []):
+            assert entry["name"] in node["widgets_values"], (node["type"], entry)
+            offered[entry["name"]] = entry
+    expected = {model_layout.SD_VAE, model_layout.SD15_CHECKPOINT if graph == "txt2img_then_animate"
+                else model_layout.SD15_TEXT_ENCODER}
+    assert offered == {f.name: {"name": f.name, "url": f.urls[0], "directory": f.folder} for f in expected}
+    for entry in offered.values():
+        assert entry["url"].startswith("https://huggingface.co/") and entry["url"].endswith(".safetensors")
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_animation_prompts_use_the_sd15_text_encoder(graph):
+    api = _api(graph)
+    encoders = {k: n for k, n in api.items() if n["class_type"] == "CLIPTextEncode"
+                and n["_meta"]["title"].endswith("(keep empty)")}
+    assert len(encoders) == 2
+    for node in encoders.values():
+        source = api[node["inputs"]["clip"][0]]
+        if graph == "txt2img_then_animate":
+            assert source["class_type"] == "CheckpointLoaderSimple"
+        else:
+            assert source["class_type"] == "CLIPLoader"
+            assert source["inputs"]["clip_name"] == bw.SD15_TEXT_ENCODER
+            assert source["inputs"]["type"] == bw.SD15_TEXT_ENCODER_TYPE
+
+
+def test_from_video_template_keeps_the_source_audio():
+    api = _api("magicanimate_from_video")
+    (create,) = [n for n in api.values() if n["class_type"] == "CreateVideo"]
+    source, slot = create["inputs"]["audio"]
+    assert api[source]["class_type"] == "GetVideoComponents" and slot == 1  # outputs: images, audio, fps
+    assert api[api[source]["inputs"]["video"][0]]["class_type"] == "LoadVideo"
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_notes_are_not_in_the_api_format(graph):
+    assert all(n["class_type"] != bw.NOTE_TYPE for n in _api(graph).values())
+    assert bw.api_from_ui(_ui(graph)) == _api(graph)

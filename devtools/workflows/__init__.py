@@ -42,7 +42,7 @@ UI-format conventions copied from ComfyUI's own workflow templates (comfyui_work
 # ruff: noqa: F401  (the package re-exports its modules' names: ``import devtools.workflows as bw``)
 from .build import API_DIR, REPO_DIR, UI_DIR, WORKFLOWS_DIR, api_path, dumps, main, rendered, ui_path
 from .formats import api_from_ui, to_api, to_ui, with_densepose_video
-from .graph import GRAPHS, LAYOUTS, Graph, Node
+from .graph import GRAPHS, LAYOUTS, Graph, Node, Note
 from .layout import (
     FIT_MINIMAP_LEFT,
     FIT_MINIMAP_TOP,
@@ -82,6 +82,8 @@ from .nodes import (
     NODE_UI,
     PACK_REGISTRY_ID,
     SD15_CHECKPOINT,
+    SD15_TEXT_ENCODER,
+    SD15_TEXT_ENCODER_TYPE,
     SD_VAE,
     TEMPORAL_CHECKPOINT,
     In,
@@ -91,3 +93,4 @@ from .nodes import (
     load_node_specs,
     widget_index,
 )
+from .notes import DOWNLOADABLE, GET_MODELS, GROUPS, NOTE_TYPE, PACK_FOLDER, WITH_CHECKPOINT, model_entries, note_text

@@ -6,8 +6,9 @@ import json
 import uuid
 
 from .graph import Graph, Node
-from .layout import _layout, _node_size, check_layout, saved_view
+from .layout import _layout, _node_size, check_layout, group_bounding, saved_view
 from .nodes import CORE_VERSION, DEMO_VIDEO, NODE_SPECS, PACK_REGISTRY_ID, Out, _widgets_values
+from .notes import GROUPS, NOTE_TYPE, model_entries
 
 # ------------------------------------------------------------------------------------------------------------------
 # API format
@@ -68,31 +69,55 @@ def to_ui(g: Graph) -> dict:
         else:
             properties = {"cnr_id": "comfy-core", "ver": CORE_VERSION}
         properties["Node name for S&R"] = node.class_type
+        widgets_values = _widgets_values(spec, node.values)
+        models = model_entries(widgets_values)
+        if models:  # the frontend offers to download these when they are missing
+            properties["models"] = models
         ui_node = {"id": node.id, "type": node.class_type, "pos": pos[node.id], "size": _node_size(node), "flags": {},
                    "order": order, "mode": 0, "inputs": inputs, "outputs": outputs}
         if node.title:
             ui_node["title"] = node.title
         ui_node["properties"] = properties
-        ui_node["widgets_values"] = _widgets_values(spec, node.values)
+        ui_node["widgets_values"] = widgets_values
         ui_nodes.append(ui_node)
+    ui_nodes += _note_nodes(g, len(ui_nodes))
     for link in links:
         link[4] = slot_of_link[link[0]]
-    problems = check_layout({"nodes": ui_nodes, "links": links})
+    groups = _groups(g, ui_nodes)
+    problems = check_layout({"nodes": ui_nodes, "links": links, "groups": groups})
     if problems:
         raise ValueError(f"workflow {g.name}: layout problems (change the at=... positions):\n  "
                          + "\n  ".join(problems))
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{PACK_REGISTRY_ID}/workflows/{g.name}")),
         "revision": 0,
-        "last_node_id": len(g.nodes),
+        "last_node_id": len(ui_nodes),
         "last_link_id": len(links),
         "nodes": ui_nodes,
         "links": links,
-        "groups": [],
+        "groups": groups,
         "config": {},
-        "extra": {"ds": saved_view(ui_nodes, g.name), "info": {"description": g.description}},
+        "extra": {"ds": saved_view(ui_nodes, g.name, groups), "info": {"description": g.description}},
         "version": 0.4,
     }
+
+
+def _note_nodes(g: Graph, first: int) -> list[dict]:
+    """The UI nodes of the graph's notes, numbered after its nodes (so the API ids stay 1..n): a ``MarkdownNote``
+    as the frontend saves one (its text the one widget value, the yellow of the frontend's own notes)."""
+    return [{"id": first + k + 1, "type": NOTE_TYPE, "pos": list(note.at), "size": list(note.size), "flags": {},
+             "order": first + k, "mode": 0, "inputs": [], "outputs": [], "title": note.title, "properties": {},
+             "widgets_values": [note.text], "color": "#432", "bgcolor": "#653"} for k, note in enumerate(g.notes)]
+
+
+def _groups(g: Graph, ui_nodes: list[dict]) -> list[dict]:
+    """The titled groups (:data:`.notes.GROUPS` order), each around its members, as the frontend saves a group."""
+    members: dict[str, list[dict]] = {}
+    for item, ui_node in zip([*g.nodes, *g.notes], ui_nodes, strict=True):
+        members.setdefault(item.group, []).append(ui_node)
+    return [{"id": k + 1, "title": GROUPS[key].title, "bounding": group_bounding(members[key]),
+             "color": GROUPS[key].color, "font_size": 24, "flags": {}}
+            for k, key in enumerate(key for key in GROUPS if key in members)]
 
 
 def api_from_ui(ui: dict) -> dict:
@@ -100,7 +125,7 @@ def api_from_ui(ui: dict) -> dict:
     links = {link[0]: link for link in ui["links"]}
     prompt = {}
     for node in sorted(ui["nodes"], key=lambda n: n["id"]):
-        if node.get("mode", 0) != 0:
+        if node.get("mode", 0) != 0 or node["type"] == NOTE_TYPE:  # a note is a virtual node: never sent
             continue
         spec = NODE_SPECS[node["type"]]
         values = list(node["widgets_values"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from .graph import Graph, Node
 from .nodes import NODE_SPECS, widget_index
 
@@ -12,6 +14,8 @@ from .nodes import NODE_SPECS, widget_index
 # :func:`check_layout` enforces, at build time:
 #
 # * nodes do not overlap (title bars included, :data:`NODE_GAP` apart);
+# * every node lies in exactly one group (the rectangle :func:`group_bounding` draws around its members) and touches
+#   no other; groups do not overlap;
 # * no link runs behind a node: each link is drawn as the frontend draws it (a cubic Bezier from the output slot to the
 #   input slot, control points ``max(30, distance / 4)`` straight out of the output and into the input), and it keeps
 #   :data:`LINK_CLEARANCE` from every node's top and bottom (it may enter a node's side only as far as the slot dots);
@@ -26,6 +30,8 @@ SLOT_HEIGHT = 20  # LiteGraph.NODE_SLOT_HEIGHT: sockets (left) and outputs (righ
 WIDGET_ROW = 24  # a widget's row height; a widget driven by a link has its input dot on its row
 SLOT_INSET = 12  # slot dots sit 9-10 units inside a node's left / right edge
 NODE_GAP = 20  # between any two nodes
+GROUP_PAD = 20  # a group's edge around its members (title bars included) at the sides and bottom
+GROUP_TITLE = 40  # a group's title bar (frontends draw it 30-34 units tall) above its members' padding
 LINK_CLEARANCE = 8  # between a link and the top / bottom of a node it passes
 
 #: The part of a 1920x1080 window (device pixel ratio 1, frontend 1.32.9 with default settings) where the canvas is
@@ -85,11 +91,22 @@ def cubic_points(curve: tuple[float, ...] | list[float], steps: int) -> list[tup
     return points
 
 
-def link_curve(start: tuple[float, float], end: tuple[float, float], steps: int = 40) -> list[tuple[float, float]]:
-    """Points of a link as the frontend's spline draws it (LiteGraph ``calculateControlPoints``), ends excluded."""
+def curve_points(curve: tuple[float, ...] | list[float], spacing: float = 1.0) -> list[tuple[float, float]]:
+    """Points of the cubic Bezier ``curve`` no more than ``spacing`` canvas units apart (ends excluded): the curve is
+    no longer than its control polygon, so that many steps leave no gap a node's corner could slip through. The
+    offline layout check and the browser test both test links with it."""
+    x0, y0, x1, y1, x2, y2, x3, y3 = curve
+    polygon = sum(((bx - ax) ** 2 + (by - ay) ** 2) ** 0.5
+                  for (ax, ay), (bx, by) in (((x0, y0), (x1, y1)), ((x1, y1), (x2, y2)), ((x2, y2), (x3, y3))))
+    return cubic_points(curve, max(2, math.ceil(polygon / spacing)))
+
+
+def link_curve(start: tuple[float, float], end: tuple[float, float]) -> list[tuple[float, float]]:
+    """Points of a link as the frontend's spline draws it (LiteGraph ``calculateControlPoints``), ends excluded,
+    one canvas unit apart."""
     (x0, y0), (x3, y3) = start, end
     c = max(30.0, ((x3 - x0) ** 2 + (y3 - y0) ** 2) ** 0.5 * 0.25)
-    return cubic_points((x0, y0, x0 + c, y0, x3 - c, y3, x3, y3), steps)
+    return curve_points((x0, y0, x0 + c, y0, x3 - c, y3, x3, y3))
 
 
 def fitted_view(nodes: list[dict]) -> dict:
@@ -100,9 +117,40 @@ def fitted_view(nodes: list[dict]) -> dict:
     return {"scale": scale, "offset": [-(x0 - 10) - w / 2 + 960 / scale, -(y0 - 10) - h / 2 + 540 / scale]}
 
 
+def group_bounding(members: list[dict]) -> list[int]:
+    """A group's ``bounding`` ``[x, y, width, height]`` around UI nodes: their bounds (title bars included),
+    :data:`GROUP_PAD` around them and :data:`GROUP_TITLE` above for the group's title."""
+    x0, y0, x1, y1 = bounds(members)
+    return [round(x0 - GROUP_PAD), round(y0 - GROUP_PAD - GROUP_TITLE), round(x1 - x0 + 2 * GROUP_PAD),
+            round(y1 - y0 + 2 * GROUP_PAD + GROUP_TITLE)]
+
+
+def group_rect(group: dict) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of a UI group."""
+    x, y, w, h = group["bounding"]
+    return x, y, x + w, y + h
+
+
+def _group_problems(rects: dict[int, tuple[float, ...]], name: dict[int, str], groups: list[dict]) -> list[str]:
+    problems = []
+    boxes = [(g["title"], group_rect(g)) for g in groups]
+    for k, (title, (al, at, ar, ab)) in enumerate(boxes):
+        for other, (bl, bt, br, bb) in boxes[k + 1:]:
+            if min(ar, br) - max(al, bl) > -NODE_GAP and min(ab, bb) - max(at, bt) > -NODE_GAP:
+                problems.append(f"groups {title!r} and {other!r} are closer than {NODE_GAP}")
+    for i, (left, top, right, bottom) in rects.items():
+        inside = [t for t, (gl, gt, gr, gb) in boxes if gl <= left and right <= gr and gt <= top and bottom <= gb]
+        touched = [t for t, (gl, gt, gr, gb) in boxes
+                   if min(right, gr) > max(left, gl) and min(bottom, gb) > max(top, gt)]
+        if len(inside) != 1 or touched != inside:
+            problems.append(f"node {name[i]} lies in groups {inside} and touches {touched}: expected one group")
+    return problems
+
+
 def check_layout(ui: dict) -> list[str]:
     """What is wrong with a UI workflow's layout (rules: this module's top): overlapping nodes, links behind nodes, a
-    view too small to read or a node under the minimap of the fitted view."""
+    node outside its one group, overlapping groups, a view too small to read or a node under the minimap of the
+    fitted view."""
     nodes = {n["id"]: n for n in ui["nodes"]}
     rects = {i: (n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
              for i, n in nodes.items()}
@@ -121,6 +169,7 @@ def check_layout(ui: dict) -> list[str]:
                          and top - LINK_CLEARANCE < y < bottom + LINK_CLEARANCE})
         if behind:
             problems.append(f"link {link_id} ({name[src]} -> {name[dst]}) runs behind {behind}")
+    problems += _group_problems(rects, name, ui.get("groups", []))
     view = fitted_view(ui["nodes"])
     if view["scale"] < MIN_FITTED_SCALE:
         problems.append(f"the fitted view's zoom {view['scale']:.3f} is below {MIN_FITTED_SCALE}: the graph is too "
@@ -138,18 +187,22 @@ def bounds(nodes: list[dict]) -> tuple[float, float, float, float]:
             max(n["pos"][0] + n["size"][0] for n in nodes), max(n["pos"][1] + n["size"][1] for n in nodes))
 
 
-def saved_view(nodes: list[dict], name: str = "") -> dict:
-    """``extra.ds`` of a UI workflow: the largest zoom (2 decimals, at most 1) at which every node lies in the
-    uncovered part of a 1920x1080 window, the graph centred in it. Raises ValueError below :data:`MIN_SAVED_SCALE`."""
-    x0, y0, x1, y1 = bounds(nodes)
+def saved_view(nodes: list[dict], name: str = "", groups: list[dict] | tuple = ()) -> dict:
+    """``extra.ds`` of a UI workflow: the largest zoom (2 decimals, at most 1) at which every node and group lies in
+    the uncovered part of a 1920x1080 window, the graph centred in it. Raises ValueError below
+    :data:`MIN_SAVED_SCALE`."""
+    boxes = [(n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in nodes] + [group_rect(g) for g in groups]
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     width, height = VIEW_RIGHT - VIEW_LEFT, VIEW_BOTTOM - VIEW_TOP
     scale = int(min(1.0, width / (x1 - x0), height / (y1 - y0)) * 100) / 100
     while scale >= MIN_SAVED_SCALE:
         left = VIEW_LEFT + (width - (x1 - x0) * scale) / 2
         top = VIEW_TOP + (height - (y1 - y0) * scale) / 2
         offset = [round(left / scale - x0, 1), round(top / scale - y0, 1)]
-        under_minimap = any((n["pos"][0] + n["size"][0] + offset[0]) * scale > MINIMAP_LEFT
-                            and (n["pos"][1] + n["size"][1] + offset[1]) * scale > MINIMAP_TOP for n in nodes)
+        under_minimap = any((right + offset[0]) * scale > MINIMAP_LEFT and (bottom + offset[1]) * scale > MINIMAP_TOP
+                            for _left, _top, right, bottom in boxes)
         if not under_minimap:
             return {"scale": scale, "offset": offset}
         scale = round(scale - 0.01, 2)

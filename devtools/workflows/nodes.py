@@ -13,6 +13,8 @@ from magicanimate import model_layout
 # Model file names (relative to ComfyUI's models/<folder>/), from the pack's one model-file layout.
 
 SD15_CHECKPOINT = model_layout.SD15_CHECKPOINT.name  # models/checkpoints/
+SD15_TEXT_ENCODER = model_layout.SD15_TEXT_ENCODER.name  # models/text_encoders/
+SD15_TEXT_ENCODER_TYPE = "stable_diffusion"  # core CLIPLoader's ``type`` for SD1.5's CLIP ViT-L/14
 SD_VAE = model_layout.SD_VAE.name  # models/vae/
 TEMPORAL_CHECKPOINT = model_layout.TEMPORAL.name  # models/magicanimate/
 APPEARANCE_ENCODER = model_layout.APPEARANCE.name  # models/magicanimate/<folder>/ (config.json + weights)
@@ -87,6 +89,7 @@ class NodeUI:
 NODE_UI: dict[str, NodeUI] = {
     # --- ComfyUI core (nodes.py, comfy_extras/nodes_video.py) ---
     "CheckpointLoaderSimple": NodeUI((300, 100)),
+    "CLIPLoader": NodeUI((300, 106)),
     "CLIPTextEncode": NodeUI((360, 100)),
     "VAELoader": NodeUI((300, 60)),
     "LoadImage": NodeUI((310, 330)),

@@ -10,11 +10,20 @@ import struct
 from pathlib import Path
 
 import pytest
-from browser.page_scripts import DRAWN_TITLES_JS, GRAPH_JS, LAYOUT_JS, OPENED_VIEW_JS, RECTS_JS, SPY_MISSING_JS
+from browser.page_scripts import (
+    DRAWN_TITLES_JS,
+    GRAPH_JS,
+    LAYOUT_JS,
+    NOTES_JS,
+    OPENED_VIEW_JS,
+    RECTS_JS,
+    SPY_MISSING_JS,
+)
 from server_harness import NODE_IDS, PACK_FOLDER, REPO_ROOT
 
 import devtools.workflows as bw
-from devtools.workflows.layout import cubic_points
+from devtools.workflows.layout import curve_points
+from magicanimate.model_layout import FETCH_COMMAND
 
 SCREENSHOT_DIR = REPO_ROOT / "docs" / "screenshots"
 README = REPO_ROOT / "README.md"
@@ -213,7 +222,7 @@ def check_layout(page, curves: list[list[float]]) -> None:
         drawn = [c for c in curves if abs(c[0] - link["start"][0]) < 1.5 and abs(c[1] - link["start"][1]) < 1.5
                  and abs(c[6] - link["end"][0]) < 1.5 and abs(c[7] - link["end"][1]) < 1.5]
         assert drawn, f"link {link} was not drawn as a spline from its output to its input: revisit this check"
-        behind = {n["title"] for n in nodes for x, y in cubic_points(drawn[0], 48)
+        behind = {n["title"] for n in nodes for x, y in curve_points(drawn[0])
                   if n["rect"][0] + SLOT_INSET < x < n["rect"][2] - SLOT_INSET and n["rect"][1] < y < n["rect"][3]}
         assert not behind, f"link {link['id']} (node {link['from']} -> node {link['to']}) runs behind {sorted(behind)}"
 
@@ -227,10 +236,19 @@ def check_readable(page, workflow: dict, opened: dict) -> dict:
     assert view["threshold"] > 0.5 and view["scale"] >= view["threshold"] and not view["low_quality"], {
         k: v for k, v in view.items() if k not in ("drawn", "curves")}
     titles = {n.get("title") or bw.NODE_SPECS[n["type"]].display_name for n in workflow["nodes"]}
-    not_drawn = sorted(titles - set(view["drawn"]))
-    assert not not_drawn, f"node titles not drawn at zoom {view['scale']:.3f}: {not_drawn}"
+    groups = {g["title"] for g in workflow.get("groups", [])}
+    assert groups, "the template has no groups"
+    not_drawn = sorted((titles | groups) - set(view["drawn"]))
+    assert not not_drawn, f"node or group titles not drawn at zoom {view['scale']:.3f}: {not_drawn}"
     rects = page.evaluate(RECTS_JS, OVERLAYS)
     width, height = rects["window"]
+    notes = [n for n in page.evaluate(NOTES_JS) if n["visible"] and FETCH_COMMAND in n["text"]]
+    assert len(notes) == sum(n["type"] == "MarkdownNote" for n in workflow["nodes"]) == 1, notes
+    for n in notes:  # the note's text is shown, in the window, under none of the page's bars
+        assert 0 <= n["left"] and n["right"] <= width and 0 <= n["top"] and n["bottom"] <= height, n
+        for c in rects["covers"]:
+            assert (min(n["right"], c["right"]) <= max(n["left"], c["left"])
+                    or min(n["bottom"], c["bottom"]) <= max(n["top"], c["top"])), f"the note lies under {c}"
     assert {c["name"] for c in rects["covers"]} >= {"sidebar", "minimap", "Run bar"}, rects["covers"]
     for n in rects["nodes"]:
         assert 0 <= n["left"] and n["right"] <= width and 0 <= n["top"] and n["bottom"] <= height, n

@@ -162,3 +162,10 @@ SET_WIDGETS_JS = """(tiny) => {
             }
     window.app.canvas.setDirty(true, true);
 }"""
+
+#: The Markdown notes' rendered text (a DOM element over the canvas) and where it lies in the window.
+NOTES_JS = """() => Array.from(document.querySelectorAll('.comfy-markdown')).map(e => {
+    const r = e.getBoundingClientRect(), s = getComputedStyle(e);
+    return {text: e.innerText, left: r.left, top: r.top, right: r.right, bottom: r.bottom,
+            visible: s.display !== 'none' && s.visibility !== 'hidden' && r.width > 0 && r.height > 0};
+})"""

@@ -21,7 +21,7 @@ def test_every_file_has_a_download_source_and_a_destination():
         where = f"ComfyUI/models/{f.folder}/" + (f"{f.name}/" if f.is_dir else "")
         assert f.hint.endswith(f"{where} (or run `{ml.FETCH_COMMAND}` in the pack's folder: it fetches every model "
                                "file)")
-    assert set(ml.FETCHED) <= set(ml.FILES) and ml.SD15_TEXT_ENCODER not in ml.FETCHED  # templates: checkpoint CLIP
+    assert set(ml.FETCHED) <= set(ml.FILES) and ml.SD15_CHECKPOINT not in ml.FETCHED  # only text-to-image needs it
 
 
 def test_config_kinds():

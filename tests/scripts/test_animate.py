@@ -57,13 +57,15 @@ def test_animate_lists_missing_models_and_exits_2(comfy_dir, tmp_path, workflow)
         capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     out = proc.stdout
-    needed = layout.FETCHED  # the templates encode their prompts with the SD1.5 checkpoint's CLIP
+    # the animation templates encode prompts with SD1.5's text encoder alone; text-to-image needs the checkpoint
+    sd15 = layout.SD15_CHECKPOINT if workflow == "txt2img" else layout.SD15_TEXT_ENCODER
+    needed = (sd15, layout.SD_VAE) + layout.MAGICANIMATE_FILES
     assert f"{len(needed)} of {len(needed)}" in out
     for model in needed:
         assert str(models / model.folder / model.name) in out, model.name
         assert all(url in out for url in model.urls), model.name
     fetch = f"To fetch them all: {layout.FETCH_COMMAND} --models-dir {models}"
-    assert fetch + "\n" in out
+    assert fetch + (" --with-checkpoint" if workflow == "txt2img" else "") + "\n" in out
     assert not (tmp_path / "out.mp4").exists()
 
 

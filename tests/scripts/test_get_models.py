@@ -21,7 +21,7 @@ from scripts.get_models import human
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPORAL_KEY = f"{layout.MAGICANIMATE_REPO}/temporal_attention/temporal_attention.ckpt"
-CHECKPOINT_KEY = "stable-diffusion-v1-5/stable-diffusion-v1-5/v1-5-pruned-emaonly.safetensors"
+TEXT_ENCODER_KEY = "stable-diffusion-v1-5/stable-diffusion-v1-5/text_encoder/model.safetensors"
 
 
 def _relative(model: layout.ModelFile, download: layout.Download) -> str:
@@ -93,6 +93,28 @@ def test_fetch_prints_the_plan_then_places_each_file_checked(comfy_dir, tmp_path
     assert sorted(file_gets) == sorted(hub.files)  # each file fetched once, none on the second run
 
 
+def test_the_checkpoint_is_fetched_only_on_request(comfy_dir, tmp_path):
+    """The animation templates need SD1.5's text encoder alone; ``--with-checkpoint`` adds the 4.3 GB checkpoint of
+    the text-to-image template to the plan."""
+    files = _fake_files(tmp_path / "hub")
+    (d,) = layout.SD15_CHECKPOINT.downloads
+    files[f"{d.repo}/{d.path}"] = tmp_path / "hub" / "checkpoint.safetensors"
+    files[f"{d.repo}/{d.path}"].write_bytes(os.urandom(2000))
+    served = StandInHub(files)
+    try:
+        plain = _fetch(comfy_dir, tmp_path / "models", served, tmp_path, "--dry-run")
+        more = _fetch(comfy_dir, tmp_path / "models", served, tmp_path, "--dry-run", "--with-checkpoint")
+    finally:
+        served.close()
+    assert plain.returncode == 0 and more.returncode == 0, plain.stdout + plain.stderr + more.stderr
+    target = str(tmp_path / "models" / layout.SD15_CHECKPOINT.folder / layout.SD15_CHECKPOINT.name)
+    fetched = len(files) - 1
+    assert target not in plain.stdout and f"To download: {fetched} of {fetched} files" in plain.stdout
+    assert target in more.stdout and f"To download: {fetched + 1} of {fetched + 1} files" in more.stdout
+    assert str(tmp_path / "models" / layout.SD15_TEXT_ENCODER.folder / layout.SD15_TEXT_ENCODER.name) in plain.stdout
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("*.safetensors"))
+
+
 def test_an_interrupted_download_resumes_where_it_stopped(comfy_dir, tmp_path, hub):
     models = tmp_path / "models"
     hub.hold[TEMPORAL_KEY] = 10 * 2**20 + 2**19  # huggingface_hub writes what it receives in 10 MiB pieces
@@ -126,16 +148,16 @@ def test_an_interrupted_download_resumes_where_it_stopped(comfy_dir, tmp_path, h
 
 def test_a_file_of_the_wrong_hash_or_size_is_refused_and_fetched_again(comfy_dir, tmp_path, hub):
     models = tmp_path / "models"
-    hub.corrupt_once.add(CHECKPOINT_KEY)
+    hub.corrupt_once.add(TEXT_ENCODER_KEY)
     vae = models / layout.SD_VAE.folder / layout.SD_VAE.name
     vae.parent.mkdir(parents=True)
     vae.write_bytes(b"an older, truncated download")
     done = _fetch(comfy_dir, models, hub, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "refused v1-5-pruned-emaonly.safetensors: a wrong sha256; fetching it again" in done.stdout
-    assert len(_gets(hub, CHECKPOINT_KEY)) == 2
-    checkpoint = models / layout.SD15_CHECKPOINT.folder / layout.SD15_CHECKPOINT.name
-    assert checkpoint.read_bytes() == hub.files[CHECKPOINT_KEY].read_bytes()
+    assert "refused text_encoder/model.safetensors: a wrong sha256; fetching it again" in done.stdout
+    assert len(_gets(hub, TEXT_ENCODER_KEY)) == 2
+    encoder = models / layout.SD15_TEXT_ENCODER.folder / layout.SD15_TEXT_ENCODER.name
+    assert encoder.read_bytes() == hub.files[TEXT_ENCODER_KEY].read_bytes()
     assert "wrong size or hash: fetched again" in done.stdout
     (d,) = layout.SD_VAE.downloads
     assert vae.read_bytes() == hub.files[f"{d.repo}/{d.path}"].read_bytes()
@@ -234,8 +256,8 @@ def test_convert_keeps_only_fp16_safetensors_that_animate_like_the_originals_cas
 
 @pytest.mark.slow
 def test_the_text_encoder_alone_encodes_prompts_as_the_checkpoints_clip():
-    """``--text-encoder`` fetches SD1.5's text_encoder/ (0.5 GB, for core Load CLIP), which can stand in for the 4.3 GB
-    checkpoint's CLIP: the same weights in the two layouts, loaded by core's two loaders, give the same conditioning."""
+    """The fetch takes SD1.5's text_encoder/ (0.5 GB, for core Load CLIP) instead of the 4.3 GB checkpoint: the same
+    CLIP weights in the two layouts, loaded by core's two loaders, give the same conditioning."""
     import comfy.sd
     import torch
     from server_harness import shared_model_tree
