@@ -7,15 +7,18 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import comfy.model_management
+import comfy.utils
 import pytest
 import torch
 from comfy_api.latest import InputImpl
 from tiny_models import viridis_frames
 from video_probe import write_video
 
-from devtools.pack import pack_nodes
+from devtools.pack import PACK_NAME, load_pack, pack_nodes
 from magicanimate.comfy_adapter.payloads import Appearance
 from magicanimate.pose_frames import FrameSource
 
@@ -95,3 +98,37 @@ def test_ram_per_pose_frame_is_flat_from_a_video(comfy_dir, tiny_files, tmp_path
     print(f"peak RAM per extra pose frame at {SIZE}x{SIZE}: VIDEO {per_frame['video'] / 1e3:.1f} kB, "
           f"IMAGE {per_frame['image'] / 1e3:.1f} kB")
     assert per_frame["video"] < BOUND_PER_FRAME < per_frame["image"], per_frame
+
+
+def test_an_interrupted_video_run_leaves_no_file_open_and_the_next_run_is_equal(models, tmp_path):
+    """An interrupt between windows: the pose video's file is closed and its read-ahead worker idle (state.reset
+    closes the hints), and the same Pose Control output then samples as an uninterrupted run does."""
+    path = tmp_path / "pose.mp4"
+    write_video(path, viridis_frames(40))
+    by_id = pack_nodes()
+    pose = by_id["MagicAnimatePoseControl"].execute(models[2], InputImpl.VideoFromFile(str(path))).result[0]
+
+    def interrupting(value, total, preview, node_id=None):
+        comfy.model_management.interrupt_current_processing(True)
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    ctx = [[torch.zeros(1, 77, 32), {}]]
+
+    def sample() -> torch.Tensor:
+        node = by_id["MagicAnimateTemporalSample"]
+        return node.execute(models[0], Appearance(models[1], latent), pose, ctx, ctx, seed=1, steps=1).result[0]
+
+    load_pack()
+    animate = sys.modules[f"{PACK_NAME}.magicanimate.comfy_adapter.animate"]  # the pack as ComfyUI loads it
+    comfy.utils.set_progress_bar_global_hook(interrupting)
+    with animate.recorded_runs() as runs:
+        try:
+            with pytest.raises(comfy.model_management.InterruptProcessingException):
+                sample()
+        finally:
+            comfy.utils.set_progress_bar_global_hook(None)
+            comfy.model_management.interrupt_current_processing(False)
+    assert runs and runs[0].state.hints is None and pose.frames._container is None
+    assert not [t for t in threading.enumerate() if t.name.startswith("pose-hints") and t.is_alive()]
+    assert torch.equal(sample()["samples"], run(models, InputImpl.VideoFromFile(str(path))))
