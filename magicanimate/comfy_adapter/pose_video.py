@@ -119,11 +119,9 @@ class VideoFrames:
             start, end = self._bounds(stream)
             count = 0
             for packet in container.demux(stream):  # packets only, no decoding; nothing is kept
-                if packet.pts is None or packet.size == 0 or packet.pts < start:
-                    continue
-                if end is not None and packet.pts >= end:
-                    break
-                count += 1
+                # Decode order is not display order (B-frames): every packet is looked at, none ends the count.
+                if packet.pts is not None and packet.size and start <= packet.pts and (end is None or packet.pts < end):
+                    count += 1
             return count
         finally:
             container.close()

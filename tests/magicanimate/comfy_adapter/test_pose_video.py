@@ -135,3 +135,17 @@ def test_a_video_holding_its_frames_is_read_from_them_and_first_frames_reads_one
 
     source, first = video_frame_source(Unsupported(videos["running"]))
     assert isinstance(source, TensorFrames) and source.images.shape == (42, 512, 512, 3) and first.shape[0] == 16
+
+
+@pytest.mark.skipif(not hasattr(InputImpl.VideoFromFile, "get_active_trim_window"),
+                    reason="this ComfyUI's VIDEO has no trimming (added after 0.3.75)")
+@pytest.mark.parametrize("start,duration", [(0.4, 0.6), (0.4, 0.0), (0.0, 1.0)])
+def test_a_trimmed_video_gives_core_trimmed_frames(start, duration):
+    """A trimmed VIDEO (start and duration in seconds): the frames core keeps, counted from the packets in display
+    order (with B-frames, decode order is not display order: the count must not stop at the first late packet)."""
+    video = InputImpl.VideoFromFile(str(RUNNING), start_time=start, duration=duration)
+    whole = video.get_components().images
+    source = VideoFrames(video, chunk_frames=4)
+    assert source.length == whole.shape[0]
+    assert torch.equal(torch.cat([source.read(i, min(i + 5, source.length)) for i in range(0, source.length, 5)]),
+                       whole)
