@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import av
 import torch
+from comfy_api.latest import Input
 
 from ..errors import MagicAnimateError
 from ..pose_frames import CHUNK_FRAMES, FrameSource, TensorFrames
@@ -24,6 +25,9 @@ from ..pose_frames import CHUNK_FRAMES, FrameSource, TensorFrames
 __all__ = ["VideoFrames", "video_frame_source", "first_frames"]
 
 log = logging.getLogger("MagicAnimate")
+
+#: Core's VIDEO type (``VideoFromFile`` from Load Video, ``VideoFromComponents`` from Create Video, ...).
+VideoInput = Input.Video
 
 
 class _Streams:
@@ -71,7 +75,7 @@ class _ChunkContainer:
         pass
 
 
-def _trim(video) -> tuple[float, float]:
+def _trim(video: VideoInput) -> tuple[float, float]:
     """(start seconds, duration seconds, 0 = to the end) of a trimmed VIDEO (ComfyUI 0.33); (0, 0) otherwise."""
     window = getattr(video, "get_active_trim_window", None)
     return tuple(float(v) for v in window()) if window is not None else (0.0, 0.0)
@@ -86,7 +90,7 @@ class VideoFrames:
     (container metadata, else one pass over the packets); a file that then decodes to another count is refused.
     """
 
-    def __init__(self, video, chunk_frames: int = CHUNK_FRAMES) -> None:
+    def __init__(self, video: VideoInput, chunk_frames: int = CHUNK_FRAMES) -> None:
         self.video, self.chunk_frames = video, max(1, int(chunk_frames))
         self.start_s, self.duration_s = _trim(video)
         self.length = self._count()
@@ -181,7 +185,7 @@ class VideoFrames:
         self._position, self._ended = 0, False
 
 
-def video_frame_source(video) -> tuple[FrameSource, torch.Tensor]:
+def video_frame_source(video: VideoInput) -> tuple[FrameSource, torch.Tensor]:
     """A pose frame source for a core VIDEO and its first frames ``(n, H, W, 3)`` (at most a chunk, for the DensePose
     style check): decoded a chunk at a time when it is a file core decodes (``get_components_internal`` and
     ``get_stream_source``), else its frames as core hands them out whole. A ComfyUI whose decoding needs more of the
