@@ -5,7 +5,7 @@ denoised one after another and the ControlNet residuals of a frame are dropped o
 grows with the video length is held for the whole run, in CPU RAM:
 
 - the pose frames fitted to the working size (when they have another size) and the ControlNet hints made from them,
-  ``F x H x W x 3`` float32 each;
+  ``F x H x W x 3`` float32 each (not for pose frames read from a VIDEO: those are fitted a chunk at a time);
 - the latent video, its noise and the sampler's working copies (a few ``F x 4 x H/8 x W/8`` float32 tensors);
 - the decoded frames the downstream VAE Decode produces, ``F x H x W x 3`` float32.
 """
@@ -28,13 +28,14 @@ def format_bytes(n: float) -> str:
 
 
 def run_memory_parts(frames: int, padded_frames: int, width: int, height: int, pose_resized: bool = True,
-                     latent_channels: int = 4) -> dict[str, int]:
-    """Bytes per item for ``frames`` output frames (``padded_frames`` denoised) at ``width`` x ``height`` pixels."""
+                     latent_channels: int = 4, pose_streamed: bool = False) -> dict[str, int]:
+    """Bytes per item for ``frames`` output frames (``padded_frames`` denoised) at ``width`` x ``height`` pixels;
+    ``pose_streamed``: the pose frames come from a VIDEO and are fitted per chunk (no whole-video copies)."""
     pixels = int(width) * int(height)
     latent = (int(width) // 8) * (int(height) // 8) * int(latent_channels) * 4
     return {
-        "pose frames at the working size": int(frames) * pixels * 3 * 4 if pose_resized else 0,
-        "ControlNet hints": int(padded_frames) * pixels * 3 * 4,
+        "pose frames at the working size": int(frames) * pixels * 3 * 4 if pose_resized and not pose_streamed else 0,
+        "ControlNet hints": 0 if pose_streamed else int(padded_frames) * pixels * 3 * 4,
         "latents and noise": int(padded_frames) * latent * LATENT_COPIES,
         "decoded output frames": int(frames) * pixels * 3 * 4,
     }
@@ -48,12 +49,13 @@ def available_ram_bytes() -> int:
 
 
 def check_run_fits(frames: int, padded_frames: int, width: int, height: int, pose_resized: bool = True,
-                   available: int | None = None, where: str = "TemporalSample") -> dict[str, int]:
+                   available: int | None = None, where: str = "TemporalSample",
+                   pose_streamed: bool = False) -> dict[str, int]:
     """Raise :class:`MagicAnimateError` with the figures and the fix when the run cannot fit in available RAM.
 
     Returns the estimate's parts when it fits.
     """
-    parts = run_memory_parts(frames, padded_frames, width, height, pose_resized)
+    parts = run_memory_parts(frames, padded_frames, width, height, pose_resized, pose_streamed=pose_streamed)
     need = sum(parts.values())
     avail = available_ram_bytes() if available is None else int(available)
     if need <= avail:

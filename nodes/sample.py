@@ -12,6 +12,7 @@ from ..magicanimate.comfy_adapter.payloads import Appearance
 from ..magicanimate.comfy_adapter.sampling import REFERENCE_SAMPLER, sampler_names
 from ..magicanimate.errors import MagicAnimateError
 from ..magicanimate.noise import NOISE_MODES
+from ..magicanimate.pose_frames import frame_count
 from .api import CATEGORY, AppearanceType, PoseType, SegmentsType, io, search_aliases
 from .validation import check_widgets, refuse_invalid
 
@@ -135,7 +136,7 @@ class TemporalSample(io.ComfyNode):
                 noise=None) -> io.NodeOutput:
         refuse_invalid(cls, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
                        denoise=denoise, noise_mode=noise_mode)
-        if int(pose.frames.shape[0]) == 0:
+        if frame_count(pose.frames) == 0:
             raise MagicAnimateError("TemporalSample: the pose input has no frames; connect MagicAnimate Pose Control "
                                     "fed with at least one DensePose frame.")
         _check_inputs(model, appearance, positive, negative, steps)

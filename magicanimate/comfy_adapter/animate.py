@@ -20,6 +20,7 @@ import torch
 
 from ..errors import MagicAnimateError
 from ..frames import fit_images
+from ..pose_frames import frame_count
 from ..ram_check import check_run_fits
 from ..windows import padded_length
 from .composition_checks import check_temporal_sample
@@ -124,13 +125,15 @@ def animate(model: comfy.model_patcher.ModelPatcher, appearance: Appearance, pos
             noise: NoiseSource | None = None, progress: Progress | None = None) -> AnimationRun:
     """Animate ``appearance`` along ``pose`` with the temporal ``model``; inputs as Temporal Sample validated them.
 
-    ``appearance.latent`` ``(K, 4, h, w)`` sets the size; ``pose.frames`` ``(T, H, W, 3)`` sets the frame count T.
+    ``appearance.latent`` ``(K, 4, h, w)`` sets the size; ``pose.frames`` (an IMAGE ``(T, H, W, 3)``, fitted here
+    whole, or a frame source, fitted a chunk at a time as windows need it) sets the frame count T.
     ``latent``: an optional starting latent ``(N, 4, h, w)`` float32 (for ``denoise`` < 1), cut or padded to the
     video; ``noise``: an optional core NOISE source used instead of ``seed`` and ``noise_mode``. Returns the run with
     latents ``(T, 4, h, w)``. Raises :class:`MagicAnimateError` for a request that cannot run.
     """
     segments = segments or SegmentOptions()
-    frames = int(pose.frames.shape[0])
+    frames = frame_count(pose.frames)
+    streamed = not isinstance(pose.frames, torch.Tensor)
     _, c, h, w = appearance.latent.shape
     total = padded_length(frames, segments.length)  # edge-padded like the reference, cropped at the end
     sigmas = video_sigmas(model, sampler_name, scheduler, steps, denoise)
@@ -143,8 +146,10 @@ def animate(model: comfy.model_patcher.ModelPatcher, appearance: Appearance, pos
         # Like core KSampler: nothing to denoise, the latent passes through (one entry per pose frame).
         return AnimationRun(_extend(latent, frames).cpu(), None, [], sigmas)
     # Refuse up front (before any frame is resized) what cannot fit; otherwise windows run one after another.
-    check_run_fits(frames, total, w * 8, h * 8, pose_resized=tuple(pose.frames.shape[1:3]) != (h * 8, w * 8))
-    pose = dataclasses.replace(pose, frames=fit_images(pose.frames, w * 8, h * 8, pose.fit))
+    check_run_fits(frames, total, w * 8, h * 8, pose_streamed=streamed,
+                   pose_resized=streamed or tuple(pose.frames.shape[1:3]) != (h * 8, w * 8))
+    if not streamed:
+        pose = dataclasses.replace(pose, frames=fit_images(pose.frames, w * 8, h * 8, pose.fit))
     start = _extend(latent, total) if latent is not None else torch.zeros(total, c, h, w)
     if noise is not None:
         eps = noise.generate_noise({"samples": start})

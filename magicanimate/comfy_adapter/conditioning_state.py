@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..frame_cache import FrameCache
+from ..pose_frames import StreamedHints
 from .context import SegmentOptions
 from .payloads import Appearance, PoseCondition
 
@@ -29,7 +30,8 @@ class ConditioningState:
     the UNet's compute dtype; ``cond_context``: the first positive prompt's text context ``(1, 77, C)``.
 
     DensePose ControlNet: ``hints``: ``(F, 3, H, W)`` on the host in the ControlNet's compute dtype (pinned on CUDA,
-    copied per new frame without a sync); ``control_cache``: a :class:`FrameCache` frame -> per-level residuals
+    copied per new frame without a sync), or for pose frames read from a VIDEO a :class:`StreamedHints` that makes
+    them a chunk at a time; ``control_cache``: a :class:`FrameCache` frame -> per-level residuals
     ``(1, C, h, w)`` already scaled by the strength and in the UNet's compute dtype, each in its own storage (a frame
     kept for a later window never pins its whole ControlNet batch), dropped after the last window holding the frame;
     ``window_control``: the current window's per-frame residuals per level (``[(1, C, h, w)] * f``), concatenated
@@ -47,7 +49,7 @@ class ConditioningState:
     bank: dict = field(default_factory=dict)
     kv: dict = field(default_factory=dict)
     cond_context: torch.Tensor | None = None
-    hints: torch.Tensor | None = None
+    hints: torch.Tensor | StreamedHints | None = None
     control_cache: FrameCache = field(default_factory=FrameCache)
     window_control: dict | None = None
     control_active: bool = True
@@ -62,6 +64,8 @@ class ConditioningState:
     def reset(self) -> None:
         """Drop every per-run cache (at the start and the end of a sampling run, interrupted or not)."""
         self.step_sigma, self.bank, self.kv = None, {}, {}
+        if isinstance(self.hints, StreamedHints):
+            self.hints.close()  # the pose video's file and decoded chunks, also after an interruption
         self.cond_context, self.hints = None, None
         self.control_cache = FrameCache()
         self.window_control, self.control_active, self.step_t = None, True, None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import comfy.controlnet
 import torch
 
+from ..pose_frames import FrameSource
 from .loaders import AppearanceEncoderModel
 
 __all__ = ["Appearance", "PoseCondition"]
@@ -23,10 +24,11 @@ class Appearance:
 
 @dataclass
 class PoseCondition:
-    """The PoseControl node's output: a ControlNet and its pose frames ``(T, H, W, 3)`` in [0, 1]."""
+    """The PoseControl node's output: a ControlNet and its pose frames in [0, 1]: an IMAGE batch ``(T, H, W, 3)``,
+    or a :class:`~magicanimate.pose_frames.FrameSource` of T frames read a chunk at a time (a VIDEO input)."""
 
     control_net: comfy.controlnet.ControlNet
-    frames: torch.Tensor
+    frames: torch.Tensor | FrameSource
     strength: float = 1.0
     start_percent: float = 0.0
     end_percent: float = 1.0

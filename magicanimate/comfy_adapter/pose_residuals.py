@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..frame_cache import FrameCache
+from ..pose_frames import StreamedHints
 from .conditioning_state import ConditioningState
 from .dtypes import compute_dtype
 
@@ -57,12 +58,21 @@ def _take(t: torch.Tensor, runs: list[tuple[int, int]]) -> torch.Tensor:
 
 def begin_step(state: ConditioningState, x: torch.Tensor, sigma: torch.Tensor) -> None:
     """A new model evaluation of the video ``x`` ``(F, 4, h, w)`` at ``sigma`` ``(1,)``: hints for this video size,
-    an empty residual cache that counts this evaluation's windows, and whether the ControlNet is on at this sigma."""
+    an empty residual cache that counts this evaluation's windows, and whether the ControlNet is on at this sigma.
+
+    IMAGE pose frames become all hints at once (pinned on CUDA); pose frames from a frame source become
+    :class:`StreamedHints`, made a chunk at a time as windows ask for them (flat memory in the video length)."""
     num_frames = x.shape[0]
     size = (x.shape[-2] * 8, x.shape[-1] * 8)
-    if state.hints is None or state.hints.shape[0] != num_frames or state.hints.shape[-2:] != size:
-        hints = prepare_hints(state.pose.frames, num_frames, *size).to(compute_dtype(state.pose.control_net))
-        state.hints = hints.pin_memory() if x.device.type == "cuda" and torch.cuda.is_available() else hints
+    if state.hints is None or state.hints.shape[0] != num_frames or tuple(state.hints.shape[-2:]) != size:
+        dtype = compute_dtype(state.pose.control_net)
+        if isinstance(state.hints, StreamedHints):
+            state.hints.close()
+        if not isinstance(state.pose.frames, torch.Tensor):
+            state.hints = StreamedHints(state.pose.frames, num_frames, *size, fit=state.pose.fit, dtype=dtype)
+        else:
+            hints = prepare_hints(state.pose.frames, num_frames, *size).to(dtype)
+            state.hints = hints.pin_memory() if x.device.type == "cuda" and torch.cuda.is_available() else hints
     # One window of all frames when the video fits in a segment (as the context handler does).
     state.control_cache = FrameCache(state.segments.windows(num_frames), num_frames)
     hi, lo = state.sigma_range
@@ -90,7 +100,8 @@ def residuals_for_window(state: ConditioningState, model: torch.nn.Module, x: to
             raise RuntimeError("pose hints were not prepared for this video length")
         dtype = compute_dtype(cn)
         ids = [frame_ids[j] for j in todo]
-        hint = _take(state.hints, _runs(ids)).to(device=x.device, dtype=dtype, non_blocking=True)
+        rows = state.hints.take(ids) if isinstance(state.hints, StreamedHints) else _take(state.hints, _runs(ids))
+        hint = rows.to(device=x.device, dtype=dtype, non_blocking=True)
         pos = _runs(todo)
         sigma = _take(sigmas, pos)
         xc = model.model_sampling.calculate_input(sigma, _take(x, pos))
