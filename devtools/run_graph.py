@@ -21,7 +21,8 @@ from pathlib import Path
 import devtools.workflows as bw
 from devtools.comfy_env import REPO
 
-WORKFLOW_FILES = {"basic": "magicanimate_basic", "txt2img": "txt2img_then_animate"}
+WORKFLOW_FILES = {"basic": "magicanimate_basic", "long_video": "magicanimate_long_video",
+                  "txt2img": "txt2img_then_animate"}
 
 # Which CLI option goes into which node inputs (by class_type).
 SUBSTITUTIONS = {
@@ -34,14 +35,16 @@ SUBSTITUTIONS = {
 
 
 def load_workflow(choice: str) -> tuple[dict, dict | None]:
-    """(API prompt, matching UI workflow or None) for ``basic``/``txt2img`` or a path to an API-format JSON file."""
+    """(API prompt, matching UI workflow or None) for ``basic``/``long_video``/``txt2img`` or a path to an API-format
+    JSON file."""
     if choice in WORKFLOW_FILES:
         name = WORKFLOW_FILES[choice]
         return (json.loads(bw.api_path(name).read_text(encoding="utf-8")),
                 json.loads(bw.ui_path(name).read_text(encoding="utf-8")))
     path = Path(choice)
     if not path.is_file():
-        raise SystemExit(f"--workflow {choice}: expected basic, txt2img or an API-format workflow JSON file.")
+        raise SystemExit(f"--workflow {choice}: expected basic, long_video, txt2img or an API-format workflow JSON "
+                         "file.")
     prompt = json.loads(path.read_text(encoding="utf-8"))
     if "nodes" in prompt and "links" in prompt:
         raise SystemExit(f"{path} is a UI-format workflow; export it in API format (Workflow > Export (API)).")

@@ -5,6 +5,7 @@ Run from the pack's folder (the one that holds ``scripts/``)::
     python -m scripts.animate                                   # the bundled demo (Mona Lisa + running.mp4)
     python -m scripts.animate --image me.png --video dance_densepose.mp4 --output me_dancing.mp4
     python -m scripts.animate --workflow txt2img                # SD1.5 makes the reference image first
+    python -m scripts.animate --workflow long_video --video long_dance.mp4   # RAM flat in the video's length
     python -m scripts.animate --models-dir /data/models --width 64 --height 64 --steps 2 --cpu   # quick smoke run
 
 What it does:
@@ -234,7 +235,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--video", type=Path,
                         help=f"DensePose pose video (default: example_inputs/{bw.DEMO_VIDEO})")
     parser.add_argument("--workflow", default="basic",
-                        help="basic (default), txt2img (SD1.5 makes the reference image), or an API-format JSON file")
+                        help="basic (default), long_video (the same frames with RAM flat in the video's length: the "
+                             "pose video is read and the result decoded a few frames at a time), txt2img (SD1.5 makes "
+                             "the reference image), or an API-format JSON file")
     parser.add_argument("--width", type=int, help="output width, multiple of 8 (workflow: 512)")
     parser.add_argument("--height", type=int, help="output height, multiple of 8 (workflow: 512)")
     parser.add_argument("--steps", type=int, help="denoising steps (workflow: 25)")

@@ -124,19 +124,25 @@ def _text_encoder(g: Graph, at: dict[str, tuple[int, int]]) -> Out:
 
 def _animate(g: Graph, reference: Out, clip: Out, at: dict[str, tuple[int, int]], pose_frames: Out | None = None,
              components: Node | None = None, audio: Out | None = None,
-             prompt_size: tuple[int, int] | None = None) -> None:
+             prompt_size: tuple[int, int] | None = None, streaming: bool = False) -> None:
     """The MagicAnimate part shared by the graphs: reference IMAGE + DensePose frames -> saved mp4.
 
     ``clip`` encodes the (empty) prompts. ``pose_frames``: DensePose frames made elsewhere in the graph, with
     ``components`` the GetVideoComponents whose fps the mp4 keeps; by default a LoadVideo of a DensePose video provides
     both. ``audio``: the sound the mp4 carries (none by default). ``at``: the position of each node (layout), by role:
     loader, vae, video and components (unless given), positive, negative, appearance, pose, segments, sample, decode,
-    create, save. ``prompt_size``: the UI size of the two prompt nodes (default: the spec's).
+    create, save. ``prompt_size``: the UI size of the two prompt nodes (default: the spec's). ``streaming``: the
+    long-video path, flat in RAM: Pose Control reads Load Video's VIDEO a few frames at a time and MagicAnimate Save
+    Video decodes the latents in chunks straight into the mp4 (roles video, save; no components, decode, create).
     """
     ma = g.add("MagicAnimateLoader", at=at["loader"], group="models", temporal_checkpoint=TEMPORAL_CHECKPOINT,
                appearance_encoder=APPEARANCE_ENCODER, densepose_controlnet=DENSEPOSE_CONTROLNET, weight_dtype="auto")
     vae = g.add("VAELoader", at=at["vae"], group="models", vae_name=SD_VAE)
-    if components is None:
+    video = None
+    if streaming:
+        video = g.add("LoadVideo", title="DensePose video", at=at["video"], group="inputs", file=DEMO_VIDEO)
+        pose_frames = video["VIDEO"]
+    elif components is None:
         video = g.add("LoadVideo", title="DensePose video", at=at["video"], group="inputs", file=DEMO_VIDEO)
         components = g.add("GetVideoComponents", at=at["components"], group="inputs", video=video["VIDEO"])
     positive = g.add("CLIPTextEncode", title="Positive prompt (keep empty)", at=at["positive"],
@@ -155,6 +161,10 @@ def _animate(g: Graph, reference: Out, clip: Out, at: dict[str, tuple[int, int]]
                    appearance=appearance["appearance"], pose=pose["pose"], positive=positive["CONDITIONING"],
                    negative=negative["CONDITIONING"], seed=1, steps=25, cfg=7.5, sampler_name="reference_ddim",
                    scheduler="normal", denoise=1.0, noise_mode="tiled", segments=segments["segments"])
+    if streaming:
+        g.add("MagicAnimateSaveVideo", at=at["save"], group="save", samples=latent["LATENT"], vae=vae["VAE"],
+              fps=25.0, filename_prefix="MagicAnimate/magicanimate", chunk_frames=16, video=video["VIDEO"])
+        return
     frames = g.add("VAEDecode", at=at["decode"], group="animate", samples=latent["LATENT"], vae=vae["VAE"])
     media = {"audio": audio} if audio is not None else {}
     clip_video = g.add("CreateVideo", at=at["create"], group="save", images=frames["IMAGE"], fps=components["fps"],
@@ -196,6 +206,19 @@ def txt2img_then_animate() -> Graph:
     image = g.add("VAEDecode", title="Reference image", at=at["reference"], group="inputs",
                   samples=sampled["LATENT"], vae=ckpt["VAE"])
     _animate(g, image["IMAGE"], ckpt["CLIP"], at, prompt_size=(320, 100))
+    return g
+
+
+def magicanimate_long_video() -> Graph:
+    g = Graph("magicanimate_long_video",
+              "MagicAnimate for long videos: Pose Control reads the DensePose video a few frames at a time and "
+              "MagicAnimate Save Video decodes the result in chunks straight into the mp4, so RAM does not grow with "
+              "the video's length; the frames equal the basic template's.")
+    at = LAYOUTS[g.name]
+    _note(g, at)
+    clip = _text_encoder(g, at)
+    image = g.add("LoadImage", title="Reference image", at=at["image"], group="inputs", image=DEMO_IMAGE)
+    _animate(g, image["IMAGE"], clip, at, streaming=True)
     return g
 
 
@@ -282,6 +305,14 @@ LAYOUTS: dict[str, dict[str, tuple[int, int]]] = {
         "positive": (1350, 590), "negative": (1350, 810), "segments": (1350, 960), "decode": (1820, 250),
         "sample": (1720, 720), "create": (2100, 0), "save": (2100, 620),
     },
+    # magicanimate_long_video: the models group on top (Load VAE lowest), the inputs below it; the animate column
+    # leaves a free row between the prompts and Pose Control, through which Load VAE's and the DensePose video's
+    # links run to MagicAnimate Save Video (mid right), under Temporal Sample (top right, its MODEL link along the top).
+    "magicanimate_long_video": {
+        "note": (-200, 30), "loader": (340, 30), "clip": (360, 260), "vae": (400, 416), "video": (-100, 606),
+        "image": (340, 700), "positive": (900, 90), "negative": (900, 240), "pose": (920, 634),
+        "appearance": (900, 834), "segments": (920, 1034), "sample": (1400, 30), "save": (1760, 471),
+    },
     "magicanimate_from_video": {
         "video": (0, -130), "image": (320, 20), "components": (420, -160), "densepose": (700, 90), "note": (60, 550),
         "vae": (600, 480), "loader": (600, 670), "clip": (620, 950), "appearance": (1480, 0), "pose": (1360, 200),
@@ -306,6 +337,7 @@ LAYOUTS: dict[str, dict[str, tuple[int, int]]] = {
 
 
 #: name -> builder of every shipped workflow (each becomes a template and an API file).
-GRAPHS = {"magicanimate_basic": magicanimate_basic, "txt2img_then_animate": txt2img_then_animate,
+GRAPHS = {"magicanimate_basic": magicanimate_basic, "magicanimate_long_video": magicanimate_long_video,
+          "txt2img_then_animate": txt2img_then_animate,
           "magicanimate_from_video": magicanimate_from_video, "multi_reference": multi_reference,
           "pose_align": pose_align}

@@ -108,6 +108,7 @@ NODE_UI: dict[str, NodeUI] = {
     "MagicAnimateSegmentFuse": NodeUI((280, 134), pack=True),
     "MagicAnimateTemporalSample": NodeUI((290, 370), pack=True),
     "MagicAnimatePoseAlign": NodeUI((240, 80), pack=True),
+    "MagicAnimateSaveVideo": NodeUI((340, 230), pack=True),
 }
 
 #: The only hand copy of a node interface: comfyui_controlnet_aux (node_wrappers/densepose.py), the DensePose

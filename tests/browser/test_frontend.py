@@ -21,8 +21,9 @@ workflow of ``example_workflows/`` the test
    node overlaps another and no link, as the frontend draws it (its Bezier is recorded), runs behind a node;
 4. takes a screenshot of the window (the README picture) and the template thumbnail;
 5. sets 64x64 and 2 steps in the widgets, clicks Run, waits for the prompt to finish (``/history``) and checks that
-   the ``<video>`` of the SaveVideo output appears in the page at 64x64 (not for ``magicanimate_from_video``: its
-   MagicAnimate part runs in ``tests/e2e/test_server.py`` with a DensePose video in place of the estimator).
+   the ``<video>`` of the SaveVideo (or MagicAnimate Save Video) output appears in the page at 64x64 (not for
+   ``magicanimate_from_video``: its MagicAnimate part runs in ``tests/e2e/test_server.py`` with a DensePose video
+   in place of the estimator).
 
 Screenshots and thumbnails go to the test's temporary dir; with ``MAGICANIMATE_UPDATE_SCREENSHOTS=1`` they also
 replace ``docs/screenshots/<workflow>.png`` (the pictures in the README) and ``example_workflows/<workflow>.jpg``
@@ -252,7 +253,7 @@ def test_template_opens_readable_and_runs(name, page, page_errors, server: Serve
     run_s = time.monotonic() - run_started
     assert entry["status"]["status_str"] == "success", (
         f"run failed: {json.dumps(entry['status'].get('messages'), indent=1)[-6000:]}\nlog:\n{server.log_tail()}")
-    save_ids = [nid for nid, node in sent.items() if node["class_type"] == "SaveVideo"]
+    save_ids = [nid for nid, node in sent.items() if node["class_type"] in ("SaveVideo", "MagicAnimateSaveVideo")]
     assert len(save_ids) == 1, sent
     saved = entry["outputs"][save_ids[0]]["images"]
     assert len(saved) == 1 and saved[0]["filename"].endswith(".mp4") and saved[0]["type"] == "output", saved

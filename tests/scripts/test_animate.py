@@ -47,7 +47,7 @@ def test_estimate_grows_with_size_steps_and_frames_and_matches_the_readmes_512_f
     assert f"comes to about {round(hours)} hours" in readme
 
 
-@pytest.mark.parametrize("workflow", ["basic", "txt2img"])
+@pytest.mark.parametrize("workflow", ["basic", "long_video", "txt2img"])
 def test_animate_lists_missing_models_and_exits_2(comfy_dir, tmp_path, workflow):
     models = tmp_path / "models"
     models.mkdir()
@@ -87,3 +87,4 @@ def test_main_command_writes_the_demo_video_on_this_comfyui(comfy_dir, tmp_path)
         fps = stream.average_rate or stream.base_rate or Fraction(0)
         size = (stream.codec_context.width, stream.codec_context.height)
     assert (frames, float(fps), size) == (42, 25.0, (64, 64)), (frames, fps, size, log)
+
