@@ -177,14 +177,19 @@ def _note(g: Graph, at: dict[str, tuple[int, int]], size: tuple[int, int] | None
     g.note(note_text(**kinds), at=at["note"], size=size or NOTE_SIZE)
 
 
-def magicanimate_basic() -> Graph:
-    g = Graph("magicanimate_basic", "MagicAnimate: animate a reference photo with a DensePose video.")
+def _one_photo(name: str, description: str, streaming: bool = False) -> Graph:
+    """One reference photo (Load Image) animated with a DensePose video: the basic and the long-video templates."""
+    g = Graph(name, description)
     at = LAYOUTS[g.name]
     _note(g, at)
     clip = _text_encoder(g, at)
     image = g.add("LoadImage", title="Reference image", at=at["image"], group="inputs", image=DEMO_IMAGE)
-    _animate(g, image["IMAGE"], clip, at)
+    _animate(g, image["IMAGE"], clip, at, streaming=streaming)
     return g
+
+
+def magicanimate_basic() -> Graph:
+    return _one_photo("magicanimate_basic", "MagicAnimate: animate a reference photo with a DensePose video.")
 
 
 def txt2img_then_animate() -> Graph:
@@ -210,16 +215,10 @@ def txt2img_then_animate() -> Graph:
 
 
 def magicanimate_long_video() -> Graph:
-    g = Graph("magicanimate_long_video",
-              "MagicAnimate for long videos: Pose Control reads the DensePose video a few frames at a time and "
-              "MagicAnimate Save Video decodes the result in chunks straight into the mp4, so RAM does not grow with "
-              "the video's length; the frames equal the basic template's.")
-    at = LAYOUTS[g.name]
-    _note(g, at)
-    clip = _text_encoder(g, at)
-    image = g.add("LoadImage", title="Reference image", at=at["image"], group="inputs", image=DEMO_IMAGE)
-    _animate(g, image["IMAGE"], clip, at, streaming=True)
-    return g
+    return _one_photo("magicanimate_long_video",
+                      "MagicAnimate for long videos: Pose Control reads the DensePose video a few frames at a time "
+                      "and MagicAnimate Save Video decodes the result in chunks straight into the mp4, so RAM does not "
+                      "grow with the video's length; the frames equal the basic template's.", streaming=True)
 
 
 def magicanimate_from_video() -> Graph:
