@@ -20,7 +20,7 @@ def test_settings_are_substituted_in_both_formats():
         assert (by_type["MagicAnimateAppearanceEncode"][0]["width"],
                 by_type["MagicAnimateAppearanceEncode"][0]["height"]) == (64, 96)
         assert by_type["LoadVideo"][0]["file"] == "dance.mp4"
-        if choice == "basic":
+        if choice in ("basic", "long_video"):
             assert by_type["LoadImage"][0]["image"] == "me.png"
         else:
             assert "LoadImage" not in by_type

@@ -213,7 +213,9 @@ def test_shipped_workflow_renders_the_example_video(server):
         f"run failed: {json.dumps(run_status.get('messages'), indent=1)[-6000:]}\nlog:\n{server.log_tail()}")
     print(f"\n[e2e] workflow ran in {elapsed:.1f} s")
 
-    log = server.log_path.read_text(errors="replace")
+    # ComfyUI 0.33's Load CLIP reports SD1.5's own text encoder file (transformers' CLIPTextModel, as the hub ships
+    # it) without the pooled output's projection, which SD1.5 never uses: the only "clip missing" line allowed.
+    log = server.log_path.read_text(errors="replace").replace("clip missing: ['text_projection.weight']", "")
     for marker in ("unet missing", "clip missing", "Missing VAE keys"):
         assert marker not in log, f"'{marker}' in the server log: the random SD1.5 files do not match ComfyUI"
 
