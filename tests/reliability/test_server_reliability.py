@@ -42,7 +42,8 @@ FRAMES = 16            # pose frames taken from the demo video (one 16-frame win
 RSS_TOLERANCE = 0.02
 RESULTS: dict = {}     # shared between the ordered tests of this module
 
-IDS = dict(ckpt="1", image="2", loader="3", vae="4", video="5", components="6", positive="7", negative="8",
+# "1" is the templates' Load CLIP (SD1.5's text encoder); the plain SD1.5 prompt puts its checkpoint there.
+IDS = dict(ckpt="1", clip="1", image="2", loader="3", vae="4", video="5", components="6", positive="7", negative="8",
            appearance="9", pose="10", segments="11", sampler="12", decode="13", create="14", save="15")
 
 
@@ -264,8 +265,8 @@ def _soak_prompts() -> list[tuple[str, str, dict]]:
         ("rejected", "unknown node type", unknown_node),
         ("fails", "denoise 0 without a latent", animate_prompt(seed=507, sampler={"denoise": 0.0})),
         ("valid", "seed 505, pad fit", animate_prompt(seed=505, pose={"fit": "pad"})),
-        ("rejected", "checkpoint that does not exist",
-         animate_prompt(seed=508, ckpt={"ckpt_name": "no_such_model.safetensors"})),
+        ("rejected", "text encoder that does not exist",
+         animate_prompt(seed=508, clip={"clip_name": "no_such_model.safetensors"})),
         ("fails", "PoseControl end_percent before start_percent",
          animate_prompt(seed=509, pose={"start_percent": 0.9, "end_percent": 0.1})),
         ("valid", "seed 506, independent noise", animate_prompt(seed=506, sampler={"noise_mode": "independent"})),
