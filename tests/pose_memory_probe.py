@@ -1,9 +1,9 @@
 """One Pose Control -> Temporal Sample run in a fresh process, printing its peak RAM as JSON (for the memory tests).
 
 A fresh process per measurement: in a long-lived one, the C heap keeps what earlier runs freed and hides how much a
-later run needs. Usage (``tests/`` on ``sys.path``, ComfyUI tree already prepared, tiny files written)::
+later run needs. Usage, from the repository root (ComfyUI tree already prepared, tiny files written)::
 
-    python tests/pose_memory_probe.py COMFY_DIR TINY_ROOT VIDEO {video|image} SIZE
+    python -m tests.pose_memory_probe COMFY_DIR TINY_ROOT VIDEO {video|image} SIZE
 
 It prints ``{"growth": bytes, "seconds": s, "frames": n}``: the peak resident memory while Temporal Sample runs
 (polled every millisecond) above the resident memory before Pose Control ran (after set-up: ComfyUI, the tiny
@@ -18,9 +18,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-
-TESTS = Path(__file__).resolve().parent
-sys.path[:0] = [str(TESTS), str(TESTS.parent)]
 
 
 def main(comfy_dir: str, tiny_root: str, video_path: str, kind: str, size: int) -> dict:

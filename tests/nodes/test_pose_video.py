@@ -75,9 +75,9 @@ BOUND_PER_FRAME = 12e3
 def peak_growth(comfy_dir: Path, tiny_root: Path, video: Path, kind: str) -> int:
     """Peak RAM growth of one run in a fresh process (tests/pose_memory_probe.py)."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # freed tensors go back to the OS at once (glibc)
-    done = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "pose_memory_probe.py"), str(comfy_dir),
-                           str(tiny_root), str(video), kind, str(SIZE)], capture_output=True, text=True, env=env,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-m", "tests.pose_memory_probe", str(comfy_dir), str(tiny_root),
+                           str(video), kind, str(SIZE)], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["frames"] == int(video.stem.removeprefix("pose"))
