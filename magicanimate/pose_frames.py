@@ -18,7 +18,7 @@ import torch
 
 from .frames import fit_images
 
-__all__ = ["FrameSource", "TensorFrames", "StreamedHints", "frame_count", "CHUNK_FRAMES"]
+__all__ = ["FrameSource", "TensorFrames", "StreamedHints", "frame_count", "hint_layout", "CHUNK_FRAMES"]
 
 #: Frames decoded, fitted and converted at a time: one reference window, so a window's new frames are one decode.
 CHUNK_FRAMES = 16
@@ -52,6 +52,12 @@ class TensorFrames:
 
     def close(self) -> None:
         pass
+
+
+def hint_layout(frames: torch.Tensor) -> torch.Tensor:
+    """Pose frames ``(T, H, W, C)`` -> ControlNet hint rows ``(T, 3, H, W)`` float32 (the first three channels,
+    channels first): the one conversion of both the IMAGE path's hints and :class:`StreamedHints`."""
+    return frames[..., :3].movedim(-1, 1).to(torch.float32)
 
 
 def frame_count(frames: torch.Tensor | FrameSource) -> int:
@@ -98,8 +104,8 @@ class StreamedHints:
         start = k * self.chunk_frames
         stop = min(self.source.length, start + self.chunk_frames)
         fitted = fit_images(self.source.read(start, stop), self.width, self.height, self.fit)
-        # The layout and casts of prepare_hints (channels first, float32, then the ControlNet's compute dtype).
-        hints = fitted[..., :3].movedim(-1, 1).to(torch.float32).contiguous().to(self.dtype)
+        # As prepare_hints: the hint layout, then the ControlNet's compute dtype.
+        hints = hint_layout(fitted).contiguous().to(self.dtype)
         self.reads += 1
         return hints
 

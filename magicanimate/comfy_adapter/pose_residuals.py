@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..frame_cache import FrameCache
-from ..pose_frames import StreamedHints
+from ..pose_frames import StreamedHints, hint_layout
 from .conditioning_state import ConditioningState
 from .dtypes import compute_dtype
 
@@ -29,7 +29,7 @@ def prepare_hints(frames: torch.Tensor, num_frames: int, height: int, width: int
     ``num_frames``, and resized with antialiased bicubic filtering when their size differs (callers fit them
     beforehand for the reference's exact pixels).
     """
-    hints = frames[..., :3].movedim(-1, 1).to(torch.float32)
+    hints = hint_layout(frames)
     t = hints.shape[0]
     if t < num_frames:
         hints = torch.cat([hints, hints[-1:].expand(num_frames - t, -1, -1, -1)], dim=0)
