@@ -4,7 +4,8 @@ One module-scoped server (``tests/server_harness.py``: ``main.py --cpu``, random
 tiny MagicAnimate networks), driven over HTTP and its websocket. Tests run in file order:
 
 1. a plain SD1.5 KSampler run (CheckpointLoaderSimple's MODEL) in the fresh server, saved with SaveLatent;
-2. ten consecutive MagicAnimate runs: RSS (and VRAM, when the server has a GPU) after runs 2..10 within 2% of run 1;
+2. ten consecutive MagicAnimate runs: RSS (and VRAM, when the server has a GPU) after runs 2..10 at most 2% above
+   run 1 (a leak grows; a run that ends lower, the C heap having handed pages back, is no leak);
 3. POST /interrupt during the appearance encoding, the sampling and the decode (timed from websocket messages);
 4. the plain KSampler run again: bit-identical latent to the fresh server's;
 5. caching: a changed seed re-runs only the sampler and what follows; a changed pose strength also re-runs Pose
@@ -159,10 +160,11 @@ def test_ten_runs_return_ram_and_vram_to_their_level_after_the_first(server):
                            "vram": vram}
     print(f"\n[reliability] ten runs: RSS GiB {RESULTS['ten_runs']['rss_gib']}, s {RESULTS['ten_runs']['seconds']}, "
           f"VRAM {vram}")
-    drift = [abs(r - rss[0]) / rss[0] for r in rss[1:]]
-    assert max(drift) <= RSS_TOLERANCE, f"RSS after runs 2..10 vs run 1: {drift}"
+    # One-sided: CI saw run 2 end 2.4% *below* run 1 and runs 3..10 back at run 1's level to within 0.01%.
+    growth = [(r - rss[0]) / rss[0] for r in rss[1:]]
+    assert max(growth) <= RSS_TOLERANCE, f"RSS growth after runs 2..10 vs run 1: {growth}"
     if vram[0] is not None:
-        assert max(abs(v - vram[0]) / max(vram[0], 1) for v in vram[1:]) <= RSS_TOLERANCE, vram
+        assert max((v - vram[0]) / max(vram[0], 1) for v in vram[1:]) <= RSS_TOLERANCE, vram
 
 
 # ---------------------------------------------------------------------------------------------------------------------
