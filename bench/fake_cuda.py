@@ -1,5 +1,6 @@
 """Pieces of a fake CUDA device for dry runs under ``FakeTensorMode``: memory accounting of fake storages and
-attention as a CUDA card would run it."""
+attention as a CUDA card would run it. The accounting (:class:`DeviceMemory`, :class:`TrackAllocations`) also counts
+real CPU storages, which is how the tests measure what the sampler holds per frame without allocator noise."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import weakref
 
 
 class DeviceMemory:
-    """Live bytes of fake CUDA storages (weakref-tracked), with a running peak.
+    """Live bytes of the storages on one device type (``"cuda"``: fake CUDA storages; ``"cpu"``: real host
+    storages), weakref-tracked, with a running peak. Only storages :meth:`track` is shown count (see
+    :class:`TrackAllocations`): not weights loaded before, nor arrays made by numpy and wrapped.
 
     Every storage is tagged with the phase that allocated it (``phase[-1]``: weights, sampler, unet, motion_modules,
     controlnet, appearance_encoder); ``at_peak`` is the live bytes per phase at the moment of the peak.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, device_type: str = "cuda") -> None:
+        self.device_type = device_type
         self.live: dict[int, tuple[int, str]] = {}
         self.current = 0
         self.peak = 0
@@ -25,11 +29,11 @@ class DeviceMemory:
     def track(self, t) -> None:
         import torch
 
-        if not isinstance(t, torch.Tensor) or t.device.type != "cuda":
+        if not isinstance(t, torch.Tensor) or t.device.type != self.device_type:
             return
         st = t.untyped_storage()
         key = st._cdata
-        if key in self.live:
+        if key in self.live or not st.nbytes():
             return
         size, phase = st.nbytes(), self.phase[-1]
         self.live[key] = (size, phase)
@@ -52,6 +56,22 @@ class DeviceMemory:
         self.current -= size
         if phase:
             self.by_phase[phase] -= size
+
+
+def tracking_allocations(memory: DeviceMemory):
+    """A dispatch mode that hands every op's tensor outputs to ``memory.track`` (factory functions included), to be
+    entered with ``with``; a storage counts from the op that made it until it is freed."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class TrackAllocations(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_leaves(out):
+                memory.track(t)
+            return out
+
+    return TrackAllocations()
 
 
 def flash_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kwargs):

@@ -39,7 +39,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.fake_cuda import DeviceMemory, flash_sdpa
+from bench.fake_cuda import DeviceMemory, flash_sdpa, tracking_allocations
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,8 +89,6 @@ def run_one(args, dtype, budget_gb: float) -> dict:
     import torch
     from comfy.patcher_extension import WrappersMP
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_leaves
     from torch.utils.flop_counter import FlopCounterMode
 
     import magicanimate.comfy_adapter.appearance as appearance_module
@@ -118,13 +116,6 @@ def run_one(args, dtype, budget_gb: float) -> dict:
         meta[f"down_blocks.{i}.resnets.0.conv2.weight"] = torch.empty(c, c, 3, 3, device="meta")
     unet_config = sd15_unet_config(meta, "fake", "")
     memory = DeviceMemory()
-
-    class Track(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, a=(), kw=None):
-            out = func(*a, **(kw or {}))
-            for t in tree_leaves(out):
-                memory.track(t)
-            return out
 
     saved = {name: getattr(mm, name) for name in ("get_torch_device", "get_free_memory", "get_total_memory",
                                                   "load_models_gpu", "unet_offload_device", "soft_empty_cache",
@@ -198,7 +189,7 @@ def run_one(args, dtype, budget_gb: float) -> dict:
     for op in saved_item:
         impls[op] = scalar_read
     try:
-        with fake, Track():
+        with fake, tracking_allocations(memory):
             ops = comfy.ops.pick_operations(dtype, None)
 
             def unet():
@@ -245,8 +236,10 @@ def run_one(args, dtype, budget_gb: float) -> dict:
             memory.reset_peak()
             memory.phase.append("sampler")
             with counter:
-                out = sample_video(model, text, neg, torch.zeros(total, 4, h, h), noise, 0, 25, 7.5,
-                                   sigmas=ddim_sigmas(25)[:args.steps + 1])
+                # As Temporal Sample hands them over: an all-zero start expanded from one frame, the pack's own
+                # noise (scaled in place).
+                out = sample_video(model, text, neg, torch.zeros(1, 4, h, h).expand(total, 4, h, h), noise, 0, 25,
+                                   7.5, sigmas=ddim_sigmas(25)[:args.steps + 1], noise_is_scratch=True)
             assert out.shape == (total, 4, h, h)
             memory.phase.pop()
             flops["unet"] = counter.get_total_flops() - sum(v for k, v in flops.items() if k != "unet")
@@ -284,6 +277,7 @@ def run_one(args, dtype, budget_gb: float) -> dict:
                      "activations_and_caches": round(activations / gib, 3),
                      "total": round(memory.peak / gib, 3),
                      "total_gb": round(memory.peak / 1e9, 3),
+                     "total_bytes": memory.peak, "weights_bytes": weights_total,
                      "at_peak_by_allocator": {k: round(v / gib, 3) for k, v in memory.at_peak.items() if v},
                      "activations_while": {k: round((v - weights_total) / gib, 4)
                                            for k, v in memory.peak_while.items()},

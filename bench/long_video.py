@@ -9,9 +9,16 @@ longest video)::
 
     python -m bench.long_video --frames 100,1000 --sizes 64,256            # about 10 minutes on 2 cores
     python -m bench.long_video --frames 100,1000,3000 --sizes 64,256 --repeats 3
+    python -m bench.long_video --fake-cuda --frames 100,1000,3000 --sizes 64,256
 
 The driving video is a synthetic DensePose-like clip (viridis colours on the dark purple background) at
 ``--source-size`` (512 by default, as a real DensePose video), H.264; the output is ``--sizes`` square.
+
+``--fake-cuda``: peak device memory instead, from ``bench.fake_gpu_dry_run`` (the sampling on a fake CUDA device,
+tiny networks, fp16, 2 steps, exact live bytes), one fresh process per point. The sampling is all that runs on the
+device and is the same on both paths; the decoding and encoding around it stay in host memory (streaming: a chunk at
+a time; VAE decoding goes through the device a batch at a time on both). Each slope is also given in latent-video
+copies (float32 latents, as ComfyUI's samplers keep them).
 """
 
 from __future__ import annotations
@@ -70,6 +77,41 @@ def run_once(models: Path, video: Path, size: int, workflow: str, out: Path) -> 
     return {"peak_rss_mib": usage.ru_maxrss / 1024, "wall_s": wall}
 
 
+def fake_cuda_peak(frames: int, size: int) -> dict:
+    """Peak device bytes (and weights' bytes) of the sampling on a fake CUDA device, in a fresh process."""
+    command = [sys.executable, "-m", "bench.fake_gpu_dry_run", "--config", "tiny", "--frames", str(frames), "--size",
+               str(size), "--steps", "2", "--dtypes", "fp16", "--budgets-gb", "24"]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"bench.fake_gpu_dry_run failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    result = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    return {"padded_frames": result["padded_frames"], "peak_bytes": result["peak_gib"]["total_bytes"],
+            "weights_bytes": result["peak_gib"]["weights_bytes"], "wall_s": time.perf_counter() - start}
+
+
+def fake_cuda_main(frames: list[int], sizes: list[int]) -> int:
+    for size in sizes:
+        points = {}
+        for n in frames:
+            point = points[n] = fake_cuda_peak(n, size)
+            print(json.dumps({"path": "sampling (both paths)", "device": "fake cuda", "frames": n, "size": size,
+                              "peak_device_mib": round(point["peak_bytes"] / 2**20, 2),
+                              "above_weights_mib": round((point["peak_bytes"] - point["weights_bytes"]) / 2**20, 2),
+                              "wall_s": round(point["wall_s"], 1)}), flush=True)
+        if len(points) > 1:
+            lo, hi = min(points), max(points)
+            per_frame = ((points[hi]["peak_bytes"] - points[lo]["peak_bytes"])
+                         / (points[hi]["padded_frames"] - points[lo]["padded_frames"]))
+            latent_frame = 4 * (size // 8) ** 2 * 4
+            print(json.dumps({"path": "sampling (both paths)", "device": "fake cuda", "size": size, "frames": [lo, hi],
+                              "bytes_per_frame": round(per_frame, 1),
+                              "latent_copies": round(per_frame / latent_frame, 3),
+                              "mib_per_frame_at_512": round(per_frame / latent_frame * 4 * 64 * 64 * 4 / 2**20, 3)}),
+                  flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", default="100,1000", help="comma-separated frame counts (default 100,1000)")
@@ -78,9 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source-size", type=int, default=512, help="driving video size (default 512)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per point; the median is reported")
     parser.add_argument("--models-dir", type=Path, help="random-weight models (default: written to a temp folder)")
+    parser.add_argument("--fake-cuda", action="store_true", help="peak device memory of the sampling on a fake CUDA "
+                                                                 "device instead of whole runs' peak RAM")
     args = parser.parse_args(argv)
     frames = [int(v) for v in args.frames.split(",")]
     sizes = [int(v) for v in args.sizes.split(",")]
+    if args.fake_cuda:
+        return fake_cuda_main(frames, sizes)
     paths = args.paths.split(",")
     with tempfile.TemporaryDirectory(prefix="magicanimate-long-video-") as scratch:
         work = Path(scratch)

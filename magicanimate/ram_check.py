@@ -16,8 +16,10 @@ from .errors import MagicAnimateError
 
 __all__ = ["LATENT_COPIES", "run_memory_parts", "available_ram_bytes", "check_run_fits", "format_bytes"]
 
-#: Latent-sized float32 tensors alive during sampling: start latent, noise, x, denoised, output, sampler scratch.
-LATENT_COPIES = 6
+#: Latent-sized float32 tensors alive at the sampler's peak with the reference DDIM, as counted by
+#: tests/magicanimate/comfy_adapter/test_sampler_memory.py (docs/ARCHITECTURE.md, "What grows with the number of
+#: frames"): noise, core's starting x, x, denoised, the Euler difference, two fusion sums.
+LATENT_COPIES = 7
 
 
 def format_bytes(n: float) -> str:

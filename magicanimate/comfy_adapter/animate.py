@@ -150,7 +150,8 @@ def animate(model: comfy.model_patcher.ModelPatcher, appearance: Appearance, pos
                    pose_resized=streamed or tuple(pose.frames.shape[1:3]) != (h * 8, w * 8))
     if not streamed:
         pose = dataclasses.replace(pose, frames=fit_images(pose.frames, w * 8, h * 8, pose.fit))
-    start = _extend(latent, total) if latent is not None else torch.zeros(total, c, h, w)
+    # No starting latent: one all-zero frame expanded to the video (no memory per frame; ComfyUI reads it only).
+    start = _extend(latent, total) if latent is not None else torch.zeros(1, c, h, w).expand(total, c, h, w)
     if noise is not None:
         eps = noise.generate_noise({"samples": start})
     else:
@@ -166,6 +167,7 @@ def animate(model: comfy.model_patcher.ModelPatcher, appearance: Appearance, pos
         progress.start(len(sigmas) - 1, len(windows), patched)
     out = sample_video(patched, positive, negative, start, eps, seed, steps, cfg, sampler_name, scheduler, denoise,
                        callback=progress.step_done if progress is not None else None,
-                       disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, sigmas=sigmas)
+                       disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, sigmas=sigmas,
+                       noise_is_scratch=noise is None)  # a core NOISE node's tensor is not ours to overwrite
     run.latents = out[:frames].cpu()
     return run

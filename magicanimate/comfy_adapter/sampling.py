@@ -1,9 +1,9 @@
 """Sampling a MagicAnimate video with ComfyUI's own guider, samplers and progress reporting.
 
-The default "reference DDIM" is ComfyUI's ``ddim`` sampler (Euler in sigma space) walking the reference's exact
-timesteps 961, 921, ..., 1 (any step count), starting from noise scaled so it equals the reference's ``x_T``
-(docs/ARCHITECTURE.md, "Schedule, timesteps and noise scaling"). Any other ComfyUI sampler/scheduler pair can be
-chosen instead.
+The default "reference DDIM" is ComfyUI's Euler sampler in sigma space (what its ``ddim`` sampler runs) walking the
+reference's exact timesteps 961, 921, ..., 1 (any step count), starting from noise scaled so it equals the
+reference's ``x_T`` (docs/ARCHITECTURE.md, "Schedule, timesteps and noise scaling"). Any other ComfyUI
+sampler/scheduler pair can be chosen instead.
 """
 
 from __future__ import annotations
@@ -49,19 +49,30 @@ def initial_noise(seed: int, latent: torch.Tensor, mode: str, period: int = 16) 
 def sample_video(model: comfy.model_patcher.ModelPatcher, positive: list, negative: list, latent: torch.Tensor,
                  noise: torch.Tensor, seed: int, steps: int, cfg: float, sampler_name: str = REFERENCE_SAMPLER,
                  scheduler: str = "normal", denoise: float = 1.0, callback: Callable | None = None,
-                 disable_pbar: bool = True, sigmas: torch.Tensor | None = None) -> torch.Tensor:
+                 disable_pbar: bool = True, sigmas: torch.Tensor | None = None,
+                 noise_is_scratch: bool = False) -> torch.Tensor:
     """Denoise a latent video ``(F, 4, h, w)`` (unscaled VAE space) and return it in the same space.
 
     ``noise`` is standard normal ``(F, 4, h, w)``. With the reference DDIM and an all-zero latent the noise is
-    rescaled so the first model input equals the reference's ``x_T = noise``. ``sigmas`` overrides the schedule.
+    rescaled so the first model input equals the reference's ``x_T = noise``; ``noise_is_scratch``: the caller no
+    longer needs ``noise``, so that rescaling overwrites it instead of holding a second copy for the whole run.
+    ``latent`` may be an expanded view (an all-zero start costs no memory per frame). ``sigmas`` overrides the
+    schedule.
     """
     if sigmas is None:
         sigmas = video_sigmas(model, sampler_name, scheduler, steps, denoise)
     if len(sigmas) < 2:
         return latent
-    sampler = comfy.samplers.sampler_object("ddim" if sampler_name == REFERENCE_SAMPLER else sampler_name)
+    if sampler_name == REFERENCE_SAMPLER:
+        # Core's "ddim" is this same Euler sampler plus a random inpainting noise (a full video-sized buffer drawn
+        # at every run) that is read only under a denoise mask, which this call never passes: same steps, one
+        # latent-sized buffer less (docs/ARCHITECTURE.md, "What grows with the number of frames").
+        sampler = comfy.samplers.ksampler("euler")
+    else:
+        sampler = comfy.samplers.sampler_object(sampler_name)
     if sampler_name == REFERENCE_SAMPLER and not torch.count_nonzero(latent):
-        noise = noise * pure_noise_scale(float(sigmas[0]))
+        scale = pure_noise_scale(float(sigmas[0]))
+        noise = noise.mul_(scale) if noise_is_scratch else noise * scale
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)

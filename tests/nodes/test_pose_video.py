@@ -65,10 +65,10 @@ def test_video_and_image_inputs_give_equal_latents(models, tmp_path, name, fit, 
 
 #: Pose frames at 128x128, sampled at 64x64 (latent 8x8), tiny networks, one step; two lengths.
 VIDEO_SIZE, SIZE, LENGTHS = 128, 64, (100, 500)
-#: RAM per extra frame allowed at 64x64: the sampler's own latent copies (ram_check.LATENT_COPIES of 1 kB, plus the
-#: sampler's x and denoised: about 8 kB; reducing those is separate work) and 4 kB for the pose path, a third of one
-#: uint8 frame at the working size (0.26 MB at 512x512, under the goal of 0.5 MB). The IMAGE path keeps its fitted
-#: frames and hints, 2 x 49 kB a frame.
+#: RAM per extra frame allowed at 64x64: the sampler's own latent copies (ram_check.LATENT_COPIES of 1 kB, counted
+#: exactly by tests/magicanimate/comfy_adapter/test_sampler_memory.py: 7 kB) plus allocator slack, and 4 kB for the
+#: pose path, a third of one uint8 frame at the working size. The IMAGE path keeps its fitted frames and hints,
+#: 2 x 49 kB a frame.
 BOUND_PER_FRAME = 12e3
 
 
