@@ -1,5 +1,5 @@
 """Pieces of a fake CUDA device for dry runs under ``FakeTensorMode``: memory accounting of fake storages and
-attention as a CUDA card would run it. The accounting (:class:`DeviceMemory`, :class:`TrackAllocations`) also counts
+attention as a CUDA card would run it. The accounting (:class:`DeviceMemory`, :func:`tracking_allocations`) also counts
 real CPU storages, which is how the tests measure what the sampler holds per frame without allocator noise."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import weakref
 class DeviceMemory:
     """Live bytes of the storages on one device type (``"cuda"``: fake CUDA storages; ``"cpu"``: real host
     storages), weakref-tracked, with a running peak. Only storages :meth:`track` is shown count (see
-    :class:`TrackAllocations`): not weights loaded before, nor arrays made by numpy and wrapped.
+    :func:`tracking_allocations`): not weights loaded before, nor arrays made by numpy and wrapped.
 
     Every storage is tagged with the phase that allocated it (``phase[-1]``: weights, sampler, unet, motion_modules,
     controlnet, appearance_encoder); ``at_peak`` is the live bytes per phase at the moment of the peak.

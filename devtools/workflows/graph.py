@@ -139,11 +139,11 @@ def _animate(g: Graph, reference: Out, clip: Out, at: dict[str, tuple[int, int]]
                appearance_encoder=APPEARANCE_ENCODER, densepose_controlnet=DENSEPOSE_CONTROLNET, weight_dtype="auto")
     vae = g.add("VAELoader", at=at["vae"], group="models", vae_name=SD_VAE)
     video = None
-    if streaming:
+    if streaming or components is None:
         video = g.add("LoadVideo", title="DensePose video", at=at["video"], group="inputs", file=DEMO_VIDEO)
+    if streaming:
         pose_frames = video["VIDEO"]
     elif components is None:
-        video = g.add("LoadVideo", title="DensePose video", at=at["video"], group="inputs", file=DEMO_VIDEO)
         components = g.add("GetVideoComponents", at=at["components"], group="inputs", video=video["VIDEO"])
     positive = g.add("CLIPTextEncode", title="Positive prompt (keep empty)", at=at["positive"],
                      size=prompt_size, group="animate", text="", clip=clip)

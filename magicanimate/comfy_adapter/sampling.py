@@ -68,11 +68,11 @@ def sample_video(model: comfy.model_patcher.ModelPatcher, positive: list, negati
         # at every run) that is read only under a denoise mask, which this call never passes: same steps, one
         # latent-sized buffer less (docs/ARCHITECTURE.md, "What grows with the number of frames").
         sampler = comfy.samplers.ksampler("euler")
+        if not torch.count_nonzero(latent):
+            scale = pure_noise_scale(float(sigmas[0]))
+            noise = noise.mul_(scale) if noise_is_scratch else noise * scale
     else:
         sampler = comfy.samplers.sampler_object(sampler_name)
-    if sampler_name == REFERENCE_SAMPLER and not torch.count_nonzero(latent):
-        scale = pure_noise_scale(float(sigmas[0]))
-        noise = noise.mul_(scale) if noise_is_scratch else noise * scale
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)
