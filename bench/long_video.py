@@ -2,14 +2,26 @@
 (core Load Video -> Get Video Components -> Pose Control ... VAE Decode -> Create Video -> Save Video) and the
 streaming path (Pose Control reading the VIDEO, MagicAnimate Save Video decoding in chunks).
 
-Each run is ``python -m scripts.animate`` in its own process (tiny random-weight networks, 1 step, on the CPU), so its
-peak resident size (``ru_maxrss`` from ``wait4``) is the whole graph's, loaders and decoding included. Prints one JSON
-line per run, then one per path and size with the RAM each extra frame costs (the slope between the shortest and the
-longest video)::
+Each run is ``python -m scripts.animate`` in its own process (tiny random-weight networks, 1 step, on the CPU) under
+:mod:`bench.node_peaks`, which records the peak resident size of each node (and of the setup before them): the
+largest is the whole run's, loaders and decoding included. Prints one JSON line per run, then one per path and size
+with the RAM each extra frame costs, for the whole run and for each node's peak (the slope between the shortest and
+the longest video; a node's slope is what that node's work adds per frame, which the whole run's peak hides while an
+earlier, larger peak such as model loading dominates it; its growth, peak minus the resident size when it started,
+leaves out what earlier nodes left resident). A point that the growth measured at two shorter videos puts
+above ``--max-rss-gib`` (default: 90 % of the memory available) is not run but reported as not fitting::
 
     python -m bench.long_video --frames 100,1000 --sizes 64,256            # about 10 minutes on 2 cores
     python -m bench.long_video --frames 100,1000,3000 --sizes 64,256 --repeats 3
+    python -m bench.long_video --frames 100,1000,3000 --sizes 64 --paths streaming --vae-decoder-channels 32
     python -m bench.long_video --fake-cuda --frames 100,1000,3000 --sizes 64,256
+
+Runs use glibc's malloc with a fixed mmap threshold (:data:`FIXED_MALLOC`), so that resident size follows what
+the program holds rather than what the allocator kept from freed blocks; ``--default-malloc`` measures as ComfyUI
+runs, with up to about 100 MB of run-to-run noise.
+
+``--vae-decoder-channels 32`` decodes with a random VAE whose decoder is a quarter as wide (ComfyUI 0.33 only):
+decoding is most of a CPU run's time, and the width does not change what grows with the number of frames.
 
 The driving video is a synthetic DensePose-like clip (viridis colours on the dark purple background) at
 ``--source-size`` (512 by default, as a real DensePose video), H.264; the output is ``--sizes`` square.
@@ -33,9 +45,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from magicanimate.model_layout import SD_VAE
+
 REPO = Path(__file__).resolve().parents[1]
 #: Path name -> ``scripts.animate --workflow`` value.
 WORKFLOWS = {"image": "basic", "streaming": "long_video"}
+SD_VAE_FILE = SD_VAE.name  # in models/vae/
+#: glibc malloc with a fixed mmap threshold: every block over 128 KiB is mapped on its own and unmapped when freed.
+#: By default glibc raises the threshold as large blocks are freed and then keeps freed memory in its heap, so two
+#: identical runs end up to 100 MB apart in resident size (measured on Save Video alone): more than 100 KiB per frame
+#: of noise between 100 and 1000 frames. With it fixed, resident size follows what the program holds.
+FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
 def write_pose_video(path: Path, frames: int, size: int, fps: int = 25) -> None:
@@ -61,20 +81,62 @@ def write_pose_video(path: Path, frames: int, size: int, fps: int = 25) -> None:
         container.mux(stream.encode())
 
 
-def run_once(models: Path, video: Path, size: int, workflow: str, out: Path) -> dict:
-    """One ``scripts.animate`` run; its peak resident size in MiB, wall time and exit status."""
-    command = [sys.executable, "-m", "scripts.animate", "--models-dir", str(models), "--video", str(video),
-               "--width", str(size), "--height", str(size), "--steps", "1", "--cpu", "--workflow", workflow,
-               "--output", str(out)]
+def run_once(models: Path, video: Path, size: int, workflow: str, out: Path, default_malloc: bool = False) -> dict:
+    """One ``scripts.animate`` run under :mod:`bench.node_peaks`: its peak resident size in MiB, the peak of each
+    node, and the wall time. Unless ``default_malloc``, glibc's mmap threshold is fixed (see :data:`FIXED_MALLOC`)."""
+    peaks = out.with_suffix(".peaks.json")
+    command = [sys.executable, "-m", "bench.node_peaks", str(peaks), "--", "--models-dir", str(models), "--video",
+               str(video), "--width", str(size), "--height", str(size), "--steps", "1", "--cpu", "--workflow",
+               workflow, "--output", str(out)]
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    env = {**os.environ, **({} if default_malloc else FIXED_MALLOC)}
+    done = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"scripts.animate --workflow {workflow} failed ({code}):\n{err[-3000:]}")
-    return {"peak_rss_mib": usage.ru_maxrss / 1024, "wall_s": wall}
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace")
+        raise SystemExit(f"scripts.animate --workflow {workflow} failed ({done.returncode}):\n{err[-3000:]}")
+    result = json.loads(peaks.read_text())
+    phases = [p for p in result["phases"] if p["phase"] != "after"]  # "after": the run's end, nothing left to do
+    nodes = {p["class_type"] or p["phase"]: p["peak_rss_mib"] for p in phases}
+    growth = {p["class_type"] or p["phase"]: round(p["peak_rss_mib"] - p["start_rss_mib"], 2) for p in phases}
+    heap_free = {p["class_type"] or p["phase"]: p["end_heap_mib"].get("free") for p in phases}
+    return {"peak_rss_mib": result["peak_rss_mib"], "nodes": nodes, "growth": growth, "heap_free": heap_free,
+            "wall_s": wall}
+
+
+def available_mib() -> float:
+    """``MemAvailable`` from ``/proc/meminfo``, in MiB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo (not Linux?)")
+
+
+def narrow_vae_models(models: Path, into: Path, channels: int) -> Path:
+    """A models folder like ``models`` (its files linked, not copied) whose SD VAE has a decoder ``channels`` wide
+    instead of 128 (every decoder dimension that is a multiple of 128 scaled by ``channels / 128``; the encoder, used
+    once for the reference photo, is unchanged).
+
+    Decoding is most of a CPU run's time at 256x256; a narrow decoder makes long runs affordable without changing
+    what grows with the number of frames (latents in, one chunk of pixels at a time out). ComfyUI 0.33 reads the
+    decoder's width from ``decoder.conv_in.weight``; 0.3.75 cannot load such a VAE.
+    """
+    from safetensors.torch import load_file, save_file
+
+    for entry in models.rglob("*"):
+        target = into / entry.relative_to(models)
+        if entry.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif entry.name != SD_VAE_FILE:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(entry.resolve())
+    vae = load_file(models / "vae" / SD_VAE_FILE)
+    for key, value in vae.items():
+        if key.startswith("decoder."):
+            shape = [d * channels // 128 if d % 128 == 0 else d for d in value.shape]
+            vae[key] = value[tuple(slice(0, d) for d in shape)].clone()
+    save_file(vae, into / "vae" / SD_VAE_FILE)
+    return into
 
 
 def fake_cuda_peak(frames: int, size: int) -> dict:
@@ -120,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source-size", type=int, default=512, help="driving video size (default 512)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per point; the median is reported")
     parser.add_argument("--models-dir", type=Path, help="random-weight models (default: written to a temp folder)")
+    parser.add_argument("--vae-decoder-channels", type=int, default=128,
+                        help="width of the random SD VAE's decoder (default 128, the real one; e.g. 32 makes long "
+                             "runs about 3x faster; needs ComfyUI 0.33)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="glibc's default malloc, as ComfyUI runs (noisier: see FIXED_MALLOC) instead of a fixed "
+                             "mmap threshold")
+    parser.add_argument("--max-rss-gib", type=float, help="skip a point, reported as not fitting, when the growth "
+                        "measured at two shorter videos puts its peak above this (default: 90%% of MemAvailable)")
     parser.add_argument("--fake-cuda", action="store_true", help="peak device memory of the sampling on a fake CUDA "
                                                                  "device instead of whole runs' peak RAM")
     args = parser.parse_args(argv)
@@ -135,25 +205,52 @@ def main(argv: list[str] | None = None) -> int:
             models = work / "models"
             subprocess.run([sys.executable, "-m", "scripts.write_random_models", "--out", str(models)], cwd=REPO,
                            check=True, stdout=subprocess.DEVNULL)
-        results: dict[tuple[str, int], dict[int, float]] = {}
+        if args.vae_decoder_channels != 128:
+            models = narrow_vae_models(models, work / "narrow-vae-models", args.vae_decoder_channels)
+        results: dict[tuple[str, int], dict[int, dict]] = {}
+        limit_mib = args.max_rss_gib * 1024 if args.max_rss_gib else 0.9 * available_mib()
         for n in frames:
             video = work / f"pose_{n}.mp4"
             write_pose_video(video, n, args.source_size)
             for size in sizes:
                 for path in paths:
-                    runs = [run_once(models, video, size, WORKFLOWS[path], work / f"out_{path}_{n}_{size}.mp4")
-                            for _ in range(args.repeats)]
-                    peak = statistics.median(r["peak_rss_mib"] for r in runs)
-                    wall = statistics.median(r["wall_s"] for r in runs)
-                    results.setdefault((path, size), {})[n] = peak
+                    points = results.get((path, size), {})
+                    if len(points) > 1:  # the growth measured so far says whether this point fits
+                        lo, hi = min(points), max(points)
+                        slope = (points[hi]["peak_rss_mib"] - points[lo]["peak_rss_mib"]) / (hi - lo)
+                        expected = points[hi]["peak_rss_mib"] + slope * (n - hi)
+                        if expected > limit_mib:
+                            print(json.dumps({"path": path, "frames": n, "size": size, "does_not_fit": True,
+                                              "expected_peak_rss_mib": round(expected), "limit_mib": round(limit_mib),
+                                              "from_frames": [lo, hi]}), flush=True)
+                            continue
+                    runs = [run_once(models, video, size, WORKFLOWS[path], work / f"out_{path}_{n}_{size}.mp4",
+                                     args.default_malloc) for _ in range(args.repeats)]
+                    point = results.setdefault((path, size), {})[n] = {
+                        "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs),
+                        **{key: {node: statistics.median(r[key][node] for r in runs) for node in runs[0][key]}
+                           for key in ("nodes", "growth")},
+                        "heap_free": runs[0]["heap_free"],
+                    }
                     print(json.dumps({"path": path, "frames": n, "size": size, "source_size": args.source_size,
-                                      "peak_rss_mib": round(peak, 1), "wall_s": round(wall, 2),
+                                      "vae_decoder_channels": args.vae_decoder_channels,
+                                      "malloc": "default" if args.default_malloc else "fixed mmap threshold",
+                                      "peak_rss_mib": round(point["peak_rss_mib"], 1),
+                                      "node_peak_rss_mib": point["nodes"],
+                                      "node_growth_mib": point["growth"],
+                                      "node_end_heap_free_mib": point["heap_free"],
+                                      "wall_s": round(statistics.median(r["wall_s"] for r in runs), 2),
                                       "repeats": args.repeats}), flush=True)
-        for (path, size), peaks in results.items():
-            if len(peaks) > 1:
-                lo, hi = min(peaks), max(peaks)
+        for (path, size), points in results.items():
+            if len(points) > 1:
+                lo, hi = min(points), max(points)
+                per_frame = {key: {node: round((points[hi][key][node] - points[lo][key][node]) / (hi - lo) * 1024, 2)
+                                   for node in points[lo][key]} for key in ("nodes", "growth")}
                 print(json.dumps({"path": path, "size": size, "frames": [lo, hi],
-                                  "mib_per_frame": round((peaks[hi] - peaks[lo]) / (hi - lo), 4)}), flush=True)
+                                  "kib_per_frame": round((points[hi]["peak_rss_mib"] - points[lo]["peak_rss_mib"])
+                                                         / (hi - lo) * 1024, 2),
+                                  "node_peak_kib_per_frame": per_frame["nodes"],
+                                  "node_growth_kib_per_frame": per_frame["growth"]}), flush=True)
     return 0
 
 
