@@ -97,9 +97,11 @@ def run_once(models: Path, video: Path, size: int, workflow: str, out: Path, def
         raise SystemExit(f"scripts.animate --workflow {workflow} failed ({done.returncode}):\n{err[-3000:]}")
     result = json.loads(peaks.read_text())
     phases = [p for p in result["phases"] if p["phase"] != "after"]  # "after": the run's end, nothing left to do
-    nodes = {p["class_type"] or p["phase"]: p["peak_rss_mib"] for p in phases}
-    growth = {p["class_type"] or p["phase"]: round(p["peak_rss_mib"] - p["start_rss_mib"], 2) for p in phases}
-    heap_free = {p["class_type"] or p["phase"]: p["end_heap_mib"].get("free") for p in phases}
+    # "CLIPTextEncode 7": a graph may hold a class more than once (the two prompts)
+    named = {f"{p['class_type']} {p['phase']}" if p["class_type"] else p["phase"]: p for p in phases}
+    nodes = {name: p["peak_rss_mib"] for name, p in named.items()}
+    growth = {name: round(p["peak_rss_mib"] - p["start_rss_mib"], 2) for name, p in named.items()}
+    heap_free = {name: p["end_heap_mib"].get("free") for name, p in named.items()}
     return {"peak_rss_mib": result["peak_rss_mib"], "nodes": nodes, "growth": growth, "heap_free": heap_free,
             "wall_s": wall}
 
