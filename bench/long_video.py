@@ -43,8 +43,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import reduce
+from operator import getitem
 from pathlib import Path
 
+from devtools.proc_memory import available_bytes
 from magicanimate.model_layout import SD_VAE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,12 +109,13 @@ def run_once(models: Path, video: Path, size: int, workflow: str, out: Path, def
             "wall_s": wall}
 
 
-def available_mib() -> float:
-    """``MemAvailable`` from ``/proc/meminfo``, in MiB."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo (not Linux?)")
+def per_frame(points: dict[int, dict], *key: str, frames: str | None = None) -> float:
+    """How much ``point[key[0]][key[1]]...`` grows per frame from the shortest video measured to the longest
+    (``points``: frame count -> point). ``frames``: the point's key holding the count to divide by (e.g. the padded
+    count), where that is not the video's."""
+    lo, hi = min(points), max(points)
+    span = hi - lo if frames is None else points[hi][frames] - points[lo][frames]
+    return (reduce(getitem, key, points[hi]) - reduce(getitem, key, points[lo])) / span
 
 
 def narrow_vae_models(models: Path, into: Path, channels: int) -> Path:
@@ -164,14 +168,12 @@ def fake_cuda_main(frames: list[int], sizes: list[int]) -> int:
                               "above_weights_mib": round((point["peak_bytes"] - point["weights_bytes"]) / 2**20, 2),
                               "wall_s": round(point["wall_s"], 1)}), flush=True)
         if len(points) > 1:
-            lo, hi = min(points), max(points)
-            per_frame = ((points[hi]["peak_bytes"] - points[lo]["peak_bytes"])
-                         / (points[hi]["padded_frames"] - points[lo]["padded_frames"]))
+            grows = per_frame(points, "peak_bytes", frames="padded_frames")
             latent_frame = 4 * (size // 8) ** 2 * 4
-            print(json.dumps({"path": "sampling (both paths)", "device": "fake cuda", "size": size, "frames": [lo, hi],
-                              "bytes_per_frame": round(per_frame, 1),
-                              "latent_copies": round(per_frame / latent_frame, 3),
-                              "mib_per_frame_at_512": round(per_frame / latent_frame * 4 * 64 * 64 * 4 / 2**20, 3)}),
+            print(json.dumps({"path": "sampling (both paths)", "device": "fake cuda", "size": size,
+                              "frames": [min(points), max(points)], "bytes_per_frame": round(grows, 1),
+                              "latent_copies": round(grows / latent_frame, 3),
+                              "mib_per_frame_at_512": round(grows / latent_frame * 4 * 64 * 64 * 4 / 2**20, 3)}),
                   flush=True)
     return 0
 
@@ -210,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.vae_decoder_channels != 128:
             models = narrow_vae_models(models, work / "narrow-vae-models", args.vae_decoder_channels)
         results: dict[tuple[str, int], dict[int, dict]] = {}
-        limit_mib = args.max_rss_gib * 1024 if args.max_rss_gib else 0.9 * available_mib()
+        limit_mib = args.max_rss_gib * 1024 if args.max_rss_gib else 0.9 * available_bytes() / 2**20
         for n in frames:
             video = work / f"pose_{n}.mp4"
             write_pose_video(video, n, args.source_size)
@@ -218,13 +220,12 @@ def main(argv: list[str] | None = None) -> int:
                 for path in paths:
                     points = results.get((path, size), {})
                     if len(points) > 1:  # the growth measured so far says whether this point fits
-                        lo, hi = min(points), max(points)
-                        slope = (points[hi]["peak_rss_mib"] - points[lo]["peak_rss_mib"]) / (hi - lo)
-                        expected = points[hi]["peak_rss_mib"] + slope * (n - hi)
+                        hi = max(points)
+                        expected = points[hi]["peak_rss_mib"] + per_frame(points, "peak_rss_mib") * (n - hi)
                         if expected > limit_mib:
                             print(json.dumps({"path": path, "frames": n, "size": size, "does_not_fit": True,
                                               "expected_peak_rss_mib": round(expected), "limit_mib": round(limit_mib),
-                                              "from_frames": [lo, hi]}), flush=True)
+                                              "from_frames": [min(points), hi]}), flush=True)
                             continue
                     runs = [run_once(models, video, size, WORKFLOWS[path], work / f"out_{path}_{n}_{size}.mp4",
                                      args.default_malloc) for _ in range(args.repeats)]
@@ -245,14 +246,12 @@ def main(argv: list[str] | None = None) -> int:
                                       "repeats": args.repeats}), flush=True)
         for (path, size), points in results.items():
             if len(points) > 1:
-                lo, hi = min(points), max(points)
-                per_frame = {key: {node: round((points[hi][key][node] - points[lo][key][node]) / (hi - lo) * 1024, 2)
-                                   for node in points[lo][key]} for key in ("nodes", "growth")}
-                print(json.dumps({"path": path, "size": size, "frames": [lo, hi],
-                                  "kib_per_frame": round((points[hi]["peak_rss_mib"] - points[lo]["peak_rss_mib"])
-                                                         / (hi - lo) * 1024, 2),
-                                  "node_peak_kib_per_frame": per_frame["nodes"],
-                                  "node_growth_kib_per_frame": per_frame["growth"]}), flush=True)
+                nodes = {key: {node: round(per_frame(points, key, node) * 1024, 2) for node in points[min(points)][key]}
+                         for key in ("nodes", "growth")}
+                print(json.dumps({"path": path, "size": size, "frames": [min(points), max(points)],
+                                  "kib_per_frame": round(per_frame(points, "peak_rss_mib") * 1024, 2),
+                                  "node_peak_kib_per_frame": nodes["nodes"],
+                                  "node_growth_kib_per_frame": nodes["growth"]}), flush=True)
     return 0
 
 

@@ -22,22 +22,11 @@ import json
 import sys
 from pathlib import Path
 
-
-def _status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status (not Linux?)")
+from devtools.proc_memory import peak_resident_bytes, reset_peak, resident_bytes
 
 
-def high_water_mib() -> float:
-    """This process's peak resident size since the last :func:`reset_high_water`, in MiB."""
-    return _status_mib("VmHWM")
-
-
-def resident_mib() -> float:
-    """This process's resident size now, in MiB."""
-    return _status_mib("VmRSS")
+def _mib(n: int) -> float:
+    return round(n / 2**20, 2)
 
 
 def heap_mib() -> dict[str, float]:
@@ -61,11 +50,6 @@ def heap_mib() -> dict[str, float]:
             "mmapped": round(info.hblkhd / 2**20, 2)}
 
 
-def reset_high_water() -> None:
-    """Start a new high-water mark at the current resident size (Linux >= 4.0)."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) < 2 or argv[1] != "--":
@@ -77,14 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     from scripts import animate
 
     phases: list[dict] = []
-    current = {"phase": "setup", "class_type": None, "start_rss_mib": round(resident_mib(), 2)}
+    current = {"phase": "setup", "class_type": None, "start_rss_mib": _mib(resident_bytes())}
     class_types: dict[str, str] = {}
 
     def close_phase(next_phase: dict) -> None:
         nonlocal current
-        phases.append({**current, "peak_rss_mib": round(high_water_mib(), 2), "end_heap_mib": heap_mib()})
-        reset_high_water()
-        current = {**next_phase, "start_rss_mib": round(resident_mib(), 2)}
+        phases.append({**current, "peak_rss_mib": _mib(peak_resident_bytes()), "end_heap_mib": heap_mib()})
+        current = {**next_phase, "start_rss_mib": _mib(reset_peak())}
 
     send_sync = run_graph.ConsoleServer.send_sync
     console_init = run_graph.ConsoleServer.__init__
@@ -102,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run_graph.ConsoleServer.__init__ = init
     run_graph.ConsoleServer.send_sync = record
-    reset_high_water()
+    reset_peak()
     code = animate.main(animate_args)
     close_phase({})
     out.write_text(json.dumps({"phases": phases, "peak_rss_mib": max(p["peak_rss_mib"] for p in phases)}))

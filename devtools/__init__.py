@@ -9,4 +9,5 @@ test suite, all run from the repository root:
 * :mod:`devtools.random_weights`: random-weight model files in the real layouts;
 * :mod:`devtools.workflows`: the builder of the shipped workflow JSON files (``python -m devtools.workflows``);
 * :mod:`devtools.run_graph`: running an API-format workflow in-process (what ``scripts/animate.py`` does).
+* :mod:`devtools.proc_memory`: a process's resident memory and its peak, from Linux's ``/proc``.
 """

@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from devtools.comfy_env import prepare_comfyui_copy
+from devtools.proc_memory import peak_resident_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_VIDEO = REPO_ROOT / "example_inputs" / "running.mp4"
@@ -83,12 +84,9 @@ class Server:
     def peak_rss_bytes(self) -> int | None:
         """VmHWM of the server process (Linux), or None."""
         try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return None
+            return peak_resident_bytes(self.proc.pid)
+        except (OSError, RuntimeError):
+            return None
 
     def wait_for_history(self, prompt_id: str, timeout: float) -> dict:
         """The ``/history`` entry of ``prompt_id`` once it completed or failed; fails the test on timeout or crash."""
@@ -157,14 +155,16 @@ def stop(proc: subprocess.Popen) -> None:
 @contextmanager
 def comfyui_server(work: Path, *, models_dir: Path | None = None, comfy_dir: Path | None = None,
                    link_pack: bool = True, extra_args: Sequence[str] = (),
-                   startup_timeout: float = STARTUP_TIMEOUT_S, label: str = "e2e") -> Iterator[Server]:
+                   startup_timeout: float = STARTUP_TIMEOUT_S, label: str = "e2e",
+                   env: Mapping[str, str] | None = None) -> Iterator[Server]:
     """Start ComfyUI with this pack enabled and yield a :class:`Server`; stop it on exit.
 
     ``work``: an empty scratch dir (the ComfyUI copy, input/output dirs and the server log go there).
     ``comfy_dir``: an already prepared ComfyUI copy to run (default: a fresh copy in ``work/ComfyUI``).
     ``link_pack``: symlink this checkout as ``custom_nodes/ComfyUI-MagicAnimate`` (False when the caller put the
     pack there itself). ``models_dir``: a ComfyUI-style models dir (``checkpoints/``, ``vae/``, ``text_encoders/``,
-    ``magicanimate/``) made visible through ``--extra-model-paths-config``.
+    ``magicanimate/``) made visible through ``--extra-model-paths-config``. ``env``: variables added to the server's
+    environment.
     """
     work = Path(work)
     comfy = Path(comfy_dir) if comfy_dir is not None else prepare_comfyui_copy(work / "ComfyUI")
@@ -196,11 +196,12 @@ def comfyui_server(work: Path, *, models_dir: Path | None = None, comfy_dir: Pat
         )
         cmd += ["--extra-model-paths-config", str(yaml_path)]
     cmd += list(extra_args)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")  # no __pycache__ in the repo
+    server_env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")  # no __pycache__ in the repo
+    server_env.update(env or {})
     log_path = work / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=comfy, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+                                env=server_env, start_new_session=True)
     srv = Server(f"http://127.0.0.1:{port}", proc, log_path, input_dir, output_dir, comfy)
     try:
         wait_until_up(srv, startup_timeout)

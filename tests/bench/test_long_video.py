@@ -89,3 +89,14 @@ def test_narrow_vae_models_narrow_the_decoder_only_and_modify_no_file(tmp_path):
     }
     assert torch.equal(vae["encoder.conv_in.weight"], source["encoder.conv_in.weight"])
     assert torch.equal(vae["decoder.conv_out.weight"], source["decoder.conv_out.weight"][:, :32])
+
+
+def test_growth_per_frame_spans_the_shortest_and_the_longest_video():
+    """The middle point does not enter; a node's value is reached through its key path; the padded count divides
+    where asked."""
+    points = {1000: {"peak": 300.0, "nodes": {"12": 50.0}, "padded": 1008},
+              100: {"peak": 120.0, "nodes": {"12": 5.0}, "padded": 112},
+              400: {"peak": 999.0, "nodes": {"12": 999.0}, "padded": 400}}
+    assert long_video.per_frame(points, "peak") == 0.2
+    assert long_video.per_frame(points, "nodes", "12") == 0.05
+    assert long_video.per_frame(points, "peak", frames="padded") == 180 / 896

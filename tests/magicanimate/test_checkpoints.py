@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 
+from devtools.proc_memory import peak_resident_bytes, reset_peak
 from magicanimate.checkpoints import parse_temporal_checkpoint, read_state_dict, strip_prefixes
 from magicanimate.errors import CheckpointError
 from magicanimate.motion_module import MotionModuleSet, motion_module_keys
@@ -114,20 +115,12 @@ def _compressed_zip_checkpoint(path, megabytes):
 
 def _peak_rss_after(fn):
     """(result or exception, growth of the peak RSS in bytes) of ``fn()``; the peak is reset first (Linux)."""
-    def read(field):
-        for line in open("/proc/self/status").read().splitlines():
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-        raise AssertionError(field)
-
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-    before = read("VmRSS:")
+    before = reset_peak()
     try:
         out = fn()
     except Exception as exc:  # noqa: BLE001 - returned for the caller to check
         out = exc
-    return out, read("VmHWM:") - before
+    return out, peak_resident_bytes() - before
 
 
 def test_compressed_zip_record_is_refused_before_it_is_inflated(tmp_path):

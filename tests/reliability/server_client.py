@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from server_harness import Server, saved_files
 
+from devtools.proc_memory import resident_bytes
+
 RUN_TIMEOUT_S = 300
 
 
@@ -38,10 +40,7 @@ def output_file(server: Server, entry: dict, suffix: str) -> Path:
 
 
 def rss_bytes(server: Server) -> int:
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    return resident_bytes(server.proc.pid)
 
 
 def vram_bytes(server: Server) -> int | None:

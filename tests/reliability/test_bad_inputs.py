@@ -16,6 +16,7 @@ from comfy.patcher_extension import WrappersMP
 from tiny_models import text_cond, viridis_frames
 
 from devtools.pack import PACK_NAME, load_pack, pack_nodes
+from devtools.proc_memory import peak_resident_bytes, reset_peak
 
 FIX_WORDS = ("connect", "set ", "use ", "must", "make ", "expected", "encode", "load ")
 
@@ -295,16 +296,10 @@ def test_nan_during_sampling_stops_the_run_naming_the_step(nodes, models, bad_in
 
 
 def test_crop_of_an_extreme_aspect_ratio_allocates_only_the_output(nodes, models, random_vae, bad_input_log):
-    def status(field):
-        line = next(x for x in open("/proc/self/status").read().splitlines() if x.startswith(field))
-        return int(line.split()[1]) / 1024
-
     strip = torch.rand(1, 2, 40_000, 3)                 # scaling this to cover 64x64 first would take 1.2 GB
-    with open("/proc/self/clear_refs", "w") as fh:     # reset the peak RSS (Linux)
-        fh.write("5")
-    before = status("VmRSS:")
+    before = reset_peak()
     appearance = reference(nodes, models, random_vae, strip, fit="crop")
-    grown_mb = status("VmHWM:") - before
+    grown_mb = (peak_resident_bytes() - before) / 2**20
     assert appearance.latent.shape == (1, 4, 8, 8) and torch.isfinite(appearance.latent).all()
     assert grown_mb < 500, grown_mb
     bad_input_log("graph", "reference image 40000x2 with fit=crop", "runs: only the kept region is resampled",

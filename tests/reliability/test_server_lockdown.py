@@ -25,6 +25,8 @@ import torch
 from reliability.malformed_entries import check_left_out, write_malformed
 from server_harness import Server, comfyui_server
 
+from devtools.proc_memory import reset_peak
+
 pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT_S = 300
@@ -161,11 +163,7 @@ def run_to_error(server: Server, prompt: dict) -> dict:
 
 def peak_rss_reset(server: Server) -> int:
     """Reset the server's peak RSS (VmHWM) and return its current RSS."""
-    Path(f"/proc/{server.proc.pid}/clear_refs").write_text("5")
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    return reset_peak(server.proc.pid)
 
 
 def output_files(server: Server) -> list[Path]:

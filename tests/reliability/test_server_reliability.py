@@ -4,8 +4,10 @@ One module-scoped server (``tests/server_harness.py``: ``main.py --cpu``, random
 tiny MagicAnimate networks), driven over HTTP and its websocket. Tests run in file order:
 
 1. a plain SD1.5 KSampler run (CheckpointLoaderSimple's MODEL) in the fresh server, saved with SaveLatent;
-2. ten consecutive MagicAnimate runs: RSS (and VRAM, when the server has a GPU) after runs 2..10 at most 2% above
-   run 1 (a leak grows; a run that ends lower, the C heap having handed pages back, is no leak);
+2. ten consecutive MagicAnimate runs: RSS (and VRAM, when the server has a GPU) settles at most 2% above run 1 (the
+   median of runs 8..10) and no run ends more than 5% above it (a leak keeps growing; one run that ends higher or
+   lower by the C heap's slack and is back at the level by the next is no leak). The server runs with glibc's mmap
+   threshold fixed, so that RSS follows live memory;
 3. POST /interrupt during the appearance encoding, the sampling and the decode (timed from websocket messages);
 4. the plain KSampler run again: bit-identical latent to the fresh server's;
 5. caching: a changed seed re-runs only the sampler and what follows; a changed pose strength also re-runs Pose
@@ -40,7 +42,11 @@ pytestmark = pytest.mark.slow
 
 WORKFLOW = REPO_ROOT / "workflows" / "api" / "magicanimate_basic.api.json"
 FRAMES = 16            # pose frames taken from the demo video (one 16-frame window)
-RSS_TOLERANCE = 0.02
+RSS_TOLERANCE = 0.02       # the level runs 8..10 settle at, above run 1
+RSS_EXCURSION = 0.05       # any single run above run 1
+# glibc hands blocks of 128 KiB and more to mmap, so a freed tensor leaves RSS at once and RSS follows what is live
+# rather than the heap's slack (which moved single runs by up to 4% under glibc's adaptive threshold).
+FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 RESULTS: dict = {}     # shared between the ordered tests of this module
 
 # "1" is the templates' Load CLIP (SD1.5's text encoder); the plain SD1.5 prompt puts its checkpoint there.
@@ -81,7 +87,7 @@ def server(tmp_path_factory, hostile_models):
     yaml_path = work / "hostile_paths.yaml"
     yaml_path.write_text(f"hostile:\n  base_path: {json.dumps(str(hostile_models))}\n  magicanimate: magicanimate\n")
     with comfyui_server(work / "run", models_dir=models, extra_args=["--extra-model-paths-config", str(yaml_path)],
-                        label="reliability") as srv:
+                        label="reliability", env=FIXED_MALLOC) as srv:
         yield srv
         log = srv.log_path.read_text(errors="replace")
         assert "memory leak" not in log.lower(), "ComfyUI reported a model memory leak"
@@ -160,11 +166,22 @@ def test_ten_runs_return_ram_and_vram_to_their_level_after_the_first(server):
                            "vram": vram}
     print(f"\n[reliability] ten runs: RSS GiB {RESULTS['ten_runs']['rss_gib']}, s {RESULTS['ten_runs']['seconds']}, "
           f"VRAM {vram}")
-    # One-sided: CI saw run 2 end 2.4% *below* run 1 and runs 3..10 back at run 1's level to within 0.01%.
-    growth = [(r - rss[0]) / rss[0] for r in rss[1:]]
-    assert max(growth) <= RSS_TOLERANCE, f"RSS growth after runs 2..10 vs run 1: {growth}"
+    assert_no_leak("RSS", rss)
     if vram[0] is not None:
-        assert max((v - vram[0]) / max(vram[0], 1) for v in vram[1:]) <= RSS_TOLERANCE, vram
+        assert_no_leak("VRAM", vram)
+
+
+def assert_no_leak(what: str, levels: list[int]) -> None:
+    """Memory after each of ten runs: it settles near run 1's level and never strays far from it.
+
+    A leak of a few MB per run lifts every later run, so the median of the last three catches it. The heap's slack
+    does not: under glibc's default threshold CI saw run 2 end 2.4% below run 1 once and 2.4% above it once, with run 3
+    back at run 1's level to within 0.01% both times, and a local run saw runs 9 and 10 end 1.3% and 4.2% above.
+    """
+    growth = [(v - levels[0]) / max(levels[0], 1) for v in levels[1:]]
+    settled = sorted(growth[-3:])[1]
+    assert settled <= RSS_TOLERANCE, f"{what} after runs 8..10 settles {settled:.2%} above run 1: {growth}"
+    assert max(growth) <= RSS_EXCURSION, f"{what} after one run {max(growth):.2%} above run 1: {growth}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
