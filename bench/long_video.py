@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "vae_decoder_channels": args.vae_decoder_channels,
                                       "malloc": "default" if args.default_malloc else "fixed mmap threshold",
                                       "peak_rss_mib": round(point["peak_rss_mib"], 1),
+                                      "peak_rss_mib_runs": [round(r["peak_rss_mib"], 1) for r in runs],
                                       "node_peak_rss_mib": point["nodes"],
                                       "node_growth_mib": point["growth"],
                                       "node_end_heap_free_mib": point["heap_free"],
