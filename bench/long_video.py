@@ -16,9 +16,9 @@ above ``--max-rss-gib`` (default: 90 % of the memory available) is not run but r
     python -m bench.long_video --frames 100,1000,3000 --sizes 64 --paths streaming --vae-decoder-channels 32
     python -m bench.long_video --fake-cuda --frames 100,1000,3000 --sizes 64,256
 
-Runs use glibc's malloc with a fixed mmap threshold (:data:`FIXED_MALLOC`), so that resident size follows what
-the program holds rather than what the allocator kept from freed blocks; ``--default-malloc`` measures as ComfyUI
-runs, with about 100 MB of run-to-run noise.
+Runs use glibc's malloc with a fixed mmap threshold (:data:`devtools.proc_memory.FIXED_MALLOC`), so that resident
+size follows what the program holds rather than what the allocator kept from freed blocks; ``--default-malloc``
+measures as ComfyUI runs, with about 100 MB of run-to-run noise.
 
 ``--vae-decoder-channels 32`` decodes with a random VAE whose decoder is a quarter as wide (ComfyUI 0.33 only):
 decoding is most of a CPU run's time, and the width does not change what grows with the number of frames.
@@ -47,18 +47,13 @@ from functools import reduce
 from operator import getitem
 from pathlib import Path
 
-from devtools.proc_memory import available_bytes
+from devtools.proc_memory import FIXED_MALLOC, available_bytes
 from magicanimate.model_layout import SD_VAE
 
 REPO = Path(__file__).resolve().parents[1]
 #: Path name -> ``scripts.animate --workflow`` value.
 WORKFLOWS = {"image": "basic", "streaming": "long_video"}
 SD_VAE_FILE = SD_VAE.name  # in models/vae/
-#: glibc malloc with a fixed mmap threshold: every block over 128 KiB is mapped on its own and unmapped when freed.
-#: By default glibc raises the threshold as large blocks are freed and then keeps freed memory in its heap: Save Video
-#: alone on 100 and on 1000 latent frames (1 MB apart in data) began decoding 114 MB apart in resident size, which is
-#: over 100 KiB per frame of noise between those lengths. With it fixed, they were 1.1 MB apart.
-FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
 def write_pose_video(path: Path, frames: int, size: int, fps: int = 25) -> None:

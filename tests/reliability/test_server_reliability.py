@@ -38,15 +38,14 @@ from reliability.server_client import (
 )
 from server_harness import REPO_ROOT, Server, comfyui_server, shared_model_tree
 
+from devtools.proc_memory import FIXED_MALLOC
+
 pytestmark = pytest.mark.slow
 
 WORKFLOW = REPO_ROOT / "workflows" / "api" / "magicanimate_basic.api.json"
 FRAMES = 16            # pose frames taken from the demo video (one 16-frame window)
 RSS_TOLERANCE = 0.02       # the level runs 8..10 settle at, above run 1
 RSS_EXCURSION = 0.05       # any single run above run 1
-# glibc hands blocks of 128 KiB and more to mmap, so a freed tensor leaves RSS at once and RSS follows what is live
-# rather than the heap's slack (which moved single runs by up to 4% under glibc's adaptive threshold).
-FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 RESULTS: dict = {}     # shared between the ordered tests of this module
 
 # "1" is the templates' Load CLIP (SD1.5's text encoder); the plain SD1.5 prompt puts its checkpoint there.
@@ -87,7 +86,7 @@ def server(tmp_path_factory, hostile_models):
     yaml_path = work / "hostile_paths.yaml"
     yaml_path.write_text(f"hostile:\n  base_path: {json.dumps(str(hostile_models))}\n  magicanimate: magicanimate\n")
     with comfyui_server(work / "run", models_dir=models, extra_args=["--extra-model-paths-config", str(yaml_path)],
-                        label="reliability", env=FIXED_MALLOC) as srv:
+                        label="reliability", env=FIXED_MALLOC) as srv:  # RSS follows what is live
         yield srv
         log = srv.log_path.read_text(errors="replace")
         assert "memory leak" not in log.lower(), "ComfyUI reported a model memory leak"
